@@ -1,0 +1,244 @@
+"""`apply`: the whole series across both trees, all or nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from dsv4patch import git, lock, restore
+from dsv4patch import journal as journal_mod
+from dsv4patch.errors import Interrupted, PatchError
+from dsv4patch.files import (copy_durable, install, remove_bytecode, sha256,
+                             writable_problem)
+from dsv4patch.journal import APPLIED, FileRecord, Journal
+from dsv4patch.series import Series
+from dsv4patch.stage import Stage
+from dsv4patch.trees import Tree, check_base, resolve
+
+log = logging.getLogger(__name__)
+
+# Test hook: stop the process with SIGKILL right after the named step, so the
+# test suite can prove that every step boundary is recoverable. Never set it
+# outside tests.
+PAUSE_ENV = "DSV4PATCH_TEST_PAUSE_AT"
+STEPS = ("locked", "backup", "journal", "replace-first", "replaced", "bytecode",
+         "committed")
+
+
+@dataclass
+class TreeResult:
+    name: str
+    path: str
+    state: str
+    files: list[FileRecord] = field(default_factory=list)
+    recovered: bool = False
+
+
+@dataclass
+class ApplyReport:
+    series_version: str
+    state: str
+    trees: list[TreeResult] = field(default_factory=list)
+
+
+def step(name: str) -> None:
+    log.debug("step %s done", name)
+    if os.environ.get(PAUSE_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run(series: Series, given: dict[str, Path | None], dry_run: bool) -> ApplyReport:
+    """Apply the series; return what happened per tree. Raises PatchError."""
+    report = ApplyReport(series.version, "nothing to do")
+    names = [name for name in given if series.for_tree(name)]
+    if not names:
+        return report
+    git.executable()
+
+    trees = [resolve(name, given[name]) for name in names]
+    with lock.locked([t.path for t in trees]), contextlib.ExitStack() as stages:
+        step("locked")
+        report.trees = [_settle_journal(series, tree, dry_run) for tree in trees]
+        pending = [(tree, result) for tree, result in zip(trees, report.trees)
+                   if result.state == "pending"]
+        if not pending:
+            report.state = "already applied"
+            return report
+
+        plans = [_plan(series, tree, stages) for tree, _ in pending]
+        report.state = "would apply" if dry_run else "applied"
+        for (_, result), plan in zip(pending, plans):
+            result.state, result.files = report.state, plan.records
+        if not dry_run:
+            _commit(series, plans)
+    return report
+
+
+@dataclass
+class Plan:
+    tree: Tree
+    stage: Stage
+    records: list[FileRecord]
+
+
+def _settle_journal(series: Series, tree: Tree, dry_run: bool) -> TreeResult:
+    """Recover an interrupted run; say whether this tree still needs the series."""
+    result = TreeResult(tree.name, str(tree.path), "pending")
+    journal = journal_mod.read(tree.path)
+    if journal is None:
+        return result
+    if journal.state != APPLIED:
+        log.info("%s: an earlier run was interrupted; rolling it back", tree.label)
+        if not dry_run:
+            restore.roll_back(tree.path, journal)
+        result.recovered = True
+        return result
+
+    if journal.series_digest != series.digest:
+        raise PatchError(
+            f"{tree.label} carries series {journal.series_version} "
+            f"({journal.series_digest[:12]}), not this one ({series.digest[:12]})",
+            hint="run `dsv4patch revert` with the series that applied it first",
+        )
+    drifted = [r.path for r in journal.files
+               if sha256(tree.path / r.path) != r.after]
+    if drifted:
+        raise PatchError(
+            f"{tree.label} is partly applied: {', '.join(drifted[:5])} no longer "
+            "hold the patched content",
+            hint="`dsv4patch status` shows each file; `dsv4patch revert` names "
+            "edited files",
+        )
+    result.state, result.files = "already applied", journal.files
+    return result
+
+
+def _plan(series: Series, tree: Tree, stages: contextlib.ExitStack) -> Plan:
+    """Check the base, writability and every patch on a stage kept for commit."""
+    footprint = series.footprint(tree.name)
+    new_files = {f.path for p in series.for_tree(tree.name) for f in p.files if f.new}
+    _refuse_escapes(tree, footprint)
+    check_base(tree, series.bases[tree.name]["version"], footprint, new_files)
+    _refuse_read_only(tree, footprint)
+
+    stage = stages.enter_context(Stage(tree.path, footprint))
+    before = {rel: stage.hash(rel) for rel in footprint}
+    for patch in series.for_tree(tree.name):
+        stage.apply(patch)
+        log.info("%s: %s applies", tree.name, patch.file)
+    records = [FileRecord(rel, before[rel], stage.hash(rel)) for rel in footprint]
+    return Plan(tree, stage, records)
+
+
+def _commit(series: Series, plans: list[Plan]) -> None:
+    """Back up, record intent, replace files, then mark every journal applied."""
+    started: list[Plan] = []
+    try:
+        with _signals_raise():
+            for plan in plans:
+                _write_backups(plan)
+                step("backup")
+                journal = _new_journal(series, plan)
+                journal_mod.write(plan.tree.path, journal)
+                started.append(plan)
+                step("journal")
+            for plan in plans:
+                _replace_files(plan)
+            step("replaced")
+            for plan in plans:
+                for record in plan.records:
+                    remove_bytecode(plan.tree.path, record.path)
+            step("bytecode")
+            for plan in plans:
+                journal = _new_journal(series, plan)
+                journal.state, journal.finished = APPLIED, time.time()
+                journal_mod.write(plan.tree.path, journal)
+            step("committed")
+    except BaseException:
+        for plan in reversed(started):
+            restore.roll_back(plan.tree.path, _new_journal(series, plan))
+        for plan in plans:
+            if plan not in started:
+                journal_mod.remove(plan.tree.path)
+        raise
+
+
+def _new_journal(series: Series, plan: Plan) -> Journal:
+    patches = {p.file: p.sha256 for p in series.for_tree(plan.tree.name)}
+    return Journal(plan.tree.name, series.version, series.digest, patches,
+                   plan.records)
+
+
+def _write_backups(plan: Plan) -> None:
+    journal_mod.prepare(plan.tree.path)
+    for record in plan.records:
+        if record.before is not None:
+            copy_durable(plan.tree.path / record.path,
+                         journal_mod.backup_path(plan.tree.path, record.path))
+
+
+def _replace_files(plan: Plan) -> None:
+    for number, record in enumerate(plan.records):
+        target = plan.tree.path / record.path
+        if record.after is None:
+            target.unlink()
+        else:
+            install(plan.stage.root / record.path, target)
+        log.debug("replaced %s", target)
+        if number == 0:
+            step("replace-first")
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into an exception so the rollback runs."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _refuse_escapes(tree: Tree, footprint: list[str]) -> None:
+    real = tree.path.resolve()
+    for rel in footprint:
+        target = (tree.path / rel).resolve()
+        if not target.is_relative_to(real) or (tree.path / rel).is_symlink():
+            raise PatchError(
+                f"{rel} in {tree.label} resolves through a symlink to {target}",
+                hint="the series only writes regular files inside the tree",
+            )
+
+
+def _refuse_read_only(tree: Tree, footprint: list[str]) -> None:
+    places = {tree.path}
+    for rel in footprint:
+        target = tree.path / rel
+        places.add(_nearest_dir(tree.path, rel))
+        if target.exists():
+            places.add(target)
+    for place in sorted(places):
+        problem = writable_problem(place)
+        if problem:
+            raise PatchError(f"{tree.label} is not writable: {problem}",
+                             hint="run as the tree's owner, on a writable layer "
+                             "(not a read-only mount or immutable file)")
+
+
+def _nearest_dir(tree: Path, rel: str) -> Path:
+    parent = (tree / rel).parent
+    while not parent.is_dir():
+        parent = parent.parent
+    return parent

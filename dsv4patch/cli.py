@@ -1,0 +1,132 @@
+"""The `dsv4patch` command line: options in, one library call, output out.
+
+Only this module imports click, prints, or decides exit codes: 0 done or nothing
+to do, 1 refused or failed (`Error:` and `hint:` on stderr), 2 usage, 3 internal
+error (traceback in a log file), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dsv4patch import __version__, render
+from dsv4patch import apply as apply_mod
+from dsv4patch import series as series_mod
+from dsv4patch.errors import Interrupted, PatchError
+
+EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 3, 130
+TREE_PATH = click.Path(path_type=Path, file_okay=False)
+
+
+def common(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--json, -v and -q on every command (they may also precede the command)."""
+    command = click.option("--json", "as_json", is_flag=True,
+                           help="Print the result as JSON; the exit code is kept.")(command)
+    command = click.option("-q", "--quiet", is_flag=True, default=None,
+                           help="Only warnings and errors on stderr.")(command)
+    return click.option("-v", "--verbose", is_flag=True, default=None,
+                        help="Show every git command that runs.")(command)
+
+
+def trees(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--vllm-ascend", "vllm_ascend", type=TREE_PATH,
+                           help="vllm-ascend tree [$DSV4PATCH_VLLM_ASCEND, "
+                           "/vllm-workspace/vllm-ascend]")(command)
+    return click.option("--vllm", type=TREE_PATH,
+                        help="vLLM tree [$DSV4PATCH_VLLM, /vllm-workspace/vllm]")(command)
+
+
+def dry_run(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--dry-run", is_flag=True,
+                        help="Check and report, change nothing.")(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show every git command that runs.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@click.version_option(__version__, prog_name="dsv4patch")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
+    """Apply the DeepSeek-V4 patch series to vLLM and vllm-ascend, safely."""
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
+
+
+def setup(verbose: bool | None, quiet: bool | None) -> None:
+    """Install the one log handler: INFO by default, DEBUG with -v, WARNING with -q."""
+    parent = click.get_current_context().find_root().obj or {}
+    verbose = verbose or parent.get("verbose", False)
+    quiet = quiet or parent.get("quiet", False)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("dsv4patch")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def emit(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+    else:
+        click.echo(text(result))
+
+
+@cli.command()
+@trees
+@dry_run
+@common
+def apply(vllm: Path | None, vllm_ascend: Path | None, dry_run: bool,
+          verbose: bool | None, quiet: bool | None, as_json: bool) -> None:
+    """Apply the whole series to both trees, all or nothing."""
+    setup(verbose, quiet)
+    series = series_mod.load()
+    report = apply_mod.run(series, {"vllm": vllm, "vllm-ascend": vllm_ascend}, dry_run)
+    emit(report, as_json, render.apply_text)
+
+
+def main() -> None:
+    """Run the CLI and map every way out of it to its exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except PatchError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(EXIT_FAILED)
+    except click.exceptions.Abort:
+        click.echo("Interrupted; nothing was left half done.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except (KeyboardInterrupt, Interrupted):
+        click.echo("Interrupted; nothing was left half done.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception:
+        log_file = _crash_log()
+        click.echo(f"Internal error: dsv4patch {__version__} crashed; the traceback "
+                   f"is in {log_file}", err=True)
+        sys.exit(EXIT_INTERNAL)
+
+
+def _crash_log() -> Path:
+    directory = Path(os.environ.get("DSV4PATCH_LOG_DIR", tempfile.gettempdir()))
+    path = directory / f"dsv4patch-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(f"dsv4patch {__version__}\nargv: {sys.argv}\n\n"
+                    + traceback.format_exc())
+    return path

@@ -1,0 +1,107 @@
+"""Hashes, atomic file replacement and the other small file-system steps."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def sha256(path: Path) -> str | None:
+    """Return the file's sha256, or None when it does not exist."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new file."""
+    fd, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(scratch, path)
+    except BaseException:
+        Path(scratch).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def copy_durable(source: Path, dest: Path) -> None:
+    """Copy bytes and mode, then fsync, so the copy survives a power cut."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, dest, follow_symlinks=False)
+    with open(dest, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def install(source: Path, dest: Path) -> None:
+    """Put a copy of `source` at `dest` through a rename in dest's directory."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scratch = scratch_of(dest)
+    copy_durable(source, scratch)
+    os.replace(scratch, dest)
+
+
+def scratch_of(dest: Path) -> Path:
+    """The name `install` writes before its rename; a crash may leave it behind."""
+    return dest.parent / f".{dest.name}.dsv4patch-new"
+
+
+def remove_bytecode(tree: Path, relpath: str) -> list[Path]:
+    """Delete cached bytecode of a source file; return what was removed."""
+    source = tree / relpath
+    if source.suffix != ".py":
+        return []
+    cache = source.parent / "__pycache__"
+    removed = sorted(cache.glob(f"{source.stem}.*.pyc")) if cache.is_dir() else []
+    for stale in removed:
+        stale.unlink(missing_ok=True)
+    return removed
+
+
+def prune_empty_dirs(tree: Path, relpath: str) -> None:
+    """Remove directories left empty under `tree` above a deleted file."""
+    parent = (tree / relpath).parent
+    while parent != tree and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
+def writable_problem(path: Path) -> str | None:
+    """Return why a file or directory cannot be changed in place, or None.
+
+    Root passes os.access everywhere, so a real write probe decides: an immutable
+    flag or a read-only mount only shows up when something is actually written.
+    """
+    try:
+        if path.is_dir():
+            fd, probe = tempfile.mkstemp(prefix=".dsv4patch-probe-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        elif path.exists():
+            with open(path, "ab"):
+                pass
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return f"{path}: {exc.strerror}"
+        raise
+    return None

@@ -1,0 +1,94 @@
+"""The one place that runs git (or any other program).
+
+Every call is an argv list with an explicit working directory and a scrubbed
+environment. Repository discovery is fenced with GIT_CEILING_DIRECTORIES so that
+a scratch directory inside somebody else's checkout is never mistaken for a
+repository: there `git apply` would skip every hunk and still exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsv4patch.errors import PatchError
+
+log = logging.getLogger(__name__)
+
+# Variables that would point git at another repository or index than intended.
+_SCRUBBED = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+             "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_PREFIX")
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def executable() -> str:
+    """Return the git binary's path; raise PatchError when there is none."""
+    found = shutil.which("git")
+    if found is None:
+        raise PatchError(
+            "git was not found on PATH",
+            hint="install git (apt-get install git / yum install git) and retry",
+        )
+    return found
+
+
+def _env(fence: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env["GIT_CEILING_DIRECTORIES"] = str(fence)
+    env["GIT_CONFIG_NOSYSTEM"] = "1"
+    env["GIT_CONFIG_GLOBAL"] = os.devnull
+    env["LC_ALL"] = "C"
+    return env
+
+
+def run(args: list[str], cwd: Path, stdin: bytes | None = None) -> Result:
+    """Run `git ARGS` in `cwd` with discovery fenced at cwd's parent."""
+    argv = [executable(), *args]
+    log.debug("git: (cd %s && %s)", cwd, shlex.join(["git", *args]))
+    done = subprocess.run(
+        argv, cwd=cwd, input=stdin, capture_output=True,
+        env=_env(cwd.resolve().parent),
+    )
+    stdout = done.stdout.decode("utf-8", "replace")
+    stderr = done.stderr.decode("utf-8", "replace")
+    if stderr.strip():
+        log.debug("git stderr:\n%s", _indent(stderr))
+    return Result(argv, done.returncode, stdout, stderr)
+
+
+def apply(stage: Path, patch: bytes, *, check: bool = False, reverse: bool = False,
+          include: str | None = None) -> Result:
+    """`git apply` one patch to the plain files under `stage`, never fuzzily."""
+    args = ["apply", "--verbose", "--whitespace=nowarn"]
+    if check:
+        args.append("--check")
+    if reverse:
+        args.append("--reverse")
+    if include is not None:
+        args.append(f"--include={include}")
+    return run([*args, "-"], cwd=stage, stdin=patch)
+
+
+def describe(tree: Path) -> str | None:
+    """Return the tag `tree`'s own repository has at HEAD, if any."""
+    if not (tree / ".git").exists():
+        return None
+    result = run(["--git-dir", str(tree / ".git"), "describe", "--tags",
+                  "--abbrev=0", "HEAD"], cwd=tree)
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.rstrip().splitlines())
