@@ -141,7 +141,7 @@ def _commit(series: Series, plans: list[Plan]) -> None:
     """Back up, record intent, replace files, then mark every journal applied."""
     started: list[Plan] = []
     try:
-        with _signals_raise():
+        with signals_raise():
             for plan in plans:
                 _write_backups(plan)
                 step("backup")
@@ -197,7 +197,7 @@ def _replace_files(plan: Plan) -> None:
 
 
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
+def signals_raise() -> Iterator[None]:
     """Turn SIGTERM (and SIGINT) into an exception so the rollback runs."""
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise Interrupted(signal.Signals(signum).name)

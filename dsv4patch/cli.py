@@ -21,9 +21,13 @@ from typing import Any
 
 import click
 
-from dsv4patch import __version__, render
+from dsv4patch import __version__, bases, render
 from dsv4patch import apply as apply_mod
+from dsv4patch import check as check_mod
+from dsv4patch import drift as drift_mod
+from dsv4patch import revert as revert_mod
 from dsv4patch import series as series_mod
+from dsv4patch import status as status_mod
 from dsv4patch.errors import Interrupted, PatchError
 
 EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 3, 130
@@ -95,6 +99,91 @@ def apply(vllm: Path | None, vllm_ascend: Path | None, dry_run: bool,
     series = series_mod.load()
     report = apply_mod.run(series, {"vllm": vllm, "vllm-ascend": vllm_ascend}, dry_run)
     emit(report, as_json, render.apply_text)
+
+
+@cli.command()
+@trees
+@common
+def check(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
+          quiet: bool | None, as_json: bool) -> None:
+    """Dry-run the whole series, cumulatively; change nothing."""
+    setup(verbose, quiet)
+    report = check_mod.run(series_mod.load(), {"vllm": vllm, "vllm-ascend": vllm_ascend})
+    emit(report, as_json, render.check_text)
+    if report.state == "blocked":
+        raise PatchError("the series cannot be applied to these trees as they are",
+                         hint="fix the problems listed above, then check again")
+
+
+@cli.command()
+@trees
+@dry_run
+@click.option("--from-patches", is_flag=True,
+              help="Without a usable journal: reverse the series, but only if "
+              "that gives back the recorded originals.")
+@common
+def revert(vllm: Path | None, vllm_ascend: Path | None, dry_run: bool,
+           from_patches: bool, verbose: bool | None, quiet: bool | None,
+           as_json: bool) -> None:
+    """Undo what the journal recorded; never overwrite later edits."""
+    setup(verbose, quiet)
+    report = revert_mod.run(series_mod.load(), {"vllm": vllm, "vllm-ascend": vllm_ascend},
+                            dry_run, from_patches)
+    emit(report, as_json, render.revert_text)
+
+
+@cli.command()
+@trees
+@common
+def status(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
+           quiet: bool | None, as_json: bool) -> None:
+    """Show each patch and file: applied, not applied, partly, edited."""
+    setup(verbose, quiet)
+    report = status_mod.run(series_mod.load(), {"vllm": vllm, "vllm-ascend": vllm_ascend})
+    emit(report, as_json, render.status_text)
+
+
+@cli.command()
+@trees
+@common
+def drift(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
+          quiet: bool | None, as_json: bool) -> None:
+    """Compare every tracked file with the recorded base (rpm -V style)."""
+    setup(verbose, quiet)
+    report = drift_mod.run(series_mod.load(), {"vllm": vllm, "vllm-ascend": vllm_ascend})
+    emit(report, as_json, render.drift_text)
+    if report.blocking:
+        raise PatchError(f"{report.blocking} files the series touches differ from "
+                         "the base", hint="restore them before `dsv4patch apply`")
+
+
+@cli.command()
+@click.option("--url", required=True, help="Base URL of the server, e.g. "
+              "http://127.0.0.1:8000")
+@click.option("--model", required=True, help="Served model name.")
+@click.option("--api-key", default=None, help="Bearer token, if the server needs one.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request.")
+@common
+def probe(url: str, model: str, api_key: str | None, timeout: float,
+          verbose: bool | None, quiet: bool | None, as_json: bool) -> None:
+    """Check a running server end to end: thinking, tools, streaming."""
+    setup(verbose, quiet)
+    from dsv4patch import probe as probe_mod  # only this command needs its imports
+
+    checks = probe_mod.run(url, model, api_key, timeout)
+    click.echo(render.probe_json(checks) if as_json else render.probe_table(checks))
+    failed = [c.name for c in checks if not c.passed]
+    if failed:
+        raise PatchError(f"{len(failed)} of {len(checks)} probe checks failed: "
+                         f"{', '.join(failed)}", hint="the table above shows why")
+
+
+@cli.command("record-base", hidden=True)
+@click.argument("tree", type=TREE_PATH)
+@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
+def record_base(tree: Path, output: Path) -> None:
+    """Write the sha256 manifest of a pristine tree (for patches/bases/)."""
+    output.write_text(bases.record(tree))
 
 
 def main() -> None:

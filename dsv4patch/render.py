@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from typing import Any
+
 from dsv4patch.apply import ApplyReport
+from dsv4patch.check import CheckReport
+from dsv4patch.drift import DriftReport
+from dsv4patch.revert import RevertReport
+from dsv4patch.status import StatusReport
 
 
 def apply_text(report: ApplyReport) -> str:
@@ -15,3 +23,75 @@ def apply_text(report: ApplyReport) -> str:
                      f"{len(tree.files)} files{note}")
     lines.append(f"series {report.series_version}: {report.state}")
     return "\n".join(lines)
+
+
+def check_text(report: CheckReport) -> str:
+    lines = []
+    for tree in report.trees:
+        lines.append(f"{tree.name} ({tree.path or 'not found'}): {tree.shape}"
+                     + (f", {_versions(tree.versions)}" if tree.versions else ""))
+        if tree.problem:
+            lines.append(f"  problem: {tree.problem}")
+        for outcome in tree.patches:
+            lines.append(f"  {outcome.patch}: {outcome.state}")
+            lines += [f"    {problem}" for problem in outcome.problems]
+            lines += [f"    {rel}: {state}" for rel, state in outcome.files.items()
+                      if not outcome.problems]
+    lines.append(f"series {report.series_version}: {report.state}")
+    return "\n".join(lines)
+
+
+def revert_text(report: RevertReport) -> str:
+    lines = [f"{t.name} ({t.path}): {t.state}, {len(t.files)} files"
+             for t in report.trees]
+    return "\n".join([*lines, report.state])
+
+
+def status_text(report: StatusReport) -> str:
+    lines = []
+    for tree in report.trees:
+        applied = f", series {tree.applied_series}" if tree.applied_series else ""
+        lines.append(f"{tree.name} ({tree.path}): {tree.state}{applied} "
+                     f"[journal: {tree.journal}; {tree.shape}]")
+        if tree.variants:
+            lines.append(f"  consistent with: {', '.join(tree.variants)}")
+        if tree.note:
+            lines.append(f"  note: {tree.note}")
+        lines += [f"  patch {name}: {state}" for name, state in tree.patches.items()]
+        lines += [f"    {rel}: {state}" for rel, state in tree.files.items()]
+    lines.append(f"series in this release: {report.series_version}")
+    return "\n".join(lines)
+
+
+def drift_text(report: DriftReport) -> str:
+    lines = []
+    for tree in report.trees:
+        lines.append(f"{tree.name} ({tree.path}) against {tree.base}: {tree.checked} "
+                     f"files checked, {tree.expected_patched} patched as recorded, "
+                     f"{len(tree.differences)} differ")
+        if tree.variants:
+            lines.append(f"  consistent with: {', '.join(tree.variants)}")
+        for diff in tree.differences:
+            mark = "BLOCKING" if diff.blocking else "warning"
+            lines.append(f"  {diff.code:<8} {mark:<8} {diff.path}")
+    return "\n".join(lines)
+
+
+def probe_table(checks: Sequence[Any]) -> str:
+    width = max((len(c.name) for c in checks), default=4)
+    lines = [f"{'check':<{width}}  result  detail"]
+    for c in checks:
+        lines.append(f"{c.name:<{width}}  {'pass' if c.passed else 'FAIL':<6}  {c.detail}")
+    passed = sum(c.passed for c in checks)
+    lines.append(f"{passed}/{len(checks)} checks passed")
+    return "\n".join(lines)
+
+
+def probe_json(checks: Sequence[Any]) -> str:
+    rows = [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in checks]
+    return json.dumps({"checks": rows, "passed": all(c.passed for c in checks)},
+                      indent=2)
+
+
+def _versions(versions: dict[str, str]) -> str:
+    return ", ".join(f"{source} {version}" for source, version in versions.items())

@@ -69,6 +69,11 @@ class Stage:
             raise PatchError(f"patch {patch.file} left {unchanged[0]} unchanged",
                              hint="the patch is empty for that file; regenerate it")
 
+    def unapply(self, patch: Patch) -> bool:
+        """Reverse-apply `patch` if it reverses cleanly; say whether it did."""
+        result = git.apply(self.root, patch.data, reverse=True)
+        return result.returncode == 0 and "Skipped patch" not in result.stderr
+
     def classify(self, patch: Patch) -> Outcome:
         """Say whether `patch` applies here, is applied, partly, or conflicts.
 

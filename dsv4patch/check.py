@@ -1,0 +1,88 @@
+"""`check`: a cumulative dry run of the whole series; it changes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsv4patch import git, variants
+from dsv4patch.errors import PatchError
+from dsv4patch.series import Series
+from dsv4patch.stage import APPLIED, APPLIES, Outcome, Stage
+from dsv4patch.trees import Tree, check_base, resolve
+
+
+@dataclass
+class TreeCheck:
+    name: str
+    path: str
+    shape: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    variants: list[str] = field(default_factory=list)
+    problem: str | None = None
+    patches: list[Outcome] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    series_version: str
+    state: str
+    trees: list[TreeCheck] = field(default_factory=list)
+
+
+def run(series: Series, given: dict[str, Path | None]) -> CheckReport:
+    """Check every patch on staged copies; the state is `applies`, `already
+    applied` or `blocked`."""
+    git.executable()
+    report = CheckReport(series.version, "nothing to do")
+    for name in [n for n in given if series.for_tree(n)]:
+        report.trees.append(check_tree(series, name, given[name]))
+
+    outcomes = [o.state for t in report.trees for o in t.patches]
+    if any(t.problem for t in report.trees) or not outcomes:
+        report.state = "blocked" if report.trees else "nothing to do"
+    elif all(state == APPLIES for state in outcomes):
+        report.state = APPLIES
+    elif all(state == APPLIED for state in outcomes):
+        report.state = APPLIED
+    else:
+        report.state = "blocked"
+    return report
+
+
+def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
+    """Classify each patch of one tree; record a missing tree or wrong base."""
+    try:
+        tree = resolve(name, given)
+    except PatchError as exc:
+        return TreeCheck(name, str(given or ""), problem=exc.message)
+    result = TreeCheck(name, str(tree.path), tree.shape, tree.versions,
+                       variants.consistent(tree.name))
+    footprint = series.footprint(name)
+    new_files = {f.path for p in series.for_tree(name) for f in p.files if f.new}
+    try:
+        check_base(tree, series.bases[name]["version"], footprint, new_files)
+    except PatchError as exc:
+        result.problem = exc.message
+    result.patches = classify(series, tree)
+    if result.problem and all(o.state == APPLIED for o in result.patches):
+        result.problem = None  # applied without a journal: the edits are ours
+    return result
+
+
+def classify(series: Series, tree: Tree) -> list[Outcome]:
+    """Forward pass in order; where that fails, a reverse pass from the end
+    finds the patches that are already in the tree."""
+    patches = series.for_tree(tree.name)
+    footprint = series.footprint(tree.name)
+    with Stage(tree.path, footprint) as stage:
+        forward = [stage.classify(patch) for patch in patches]
+    if all(o.state == APPLIES for o in forward):
+        return forward
+
+    with Stage(tree.path, footprint) as stage:
+        for index in reversed(range(len(patches))):
+            if not stage.unapply(patches[index]):
+                break
+            forward[index] = Outcome(patches[index].file, APPLIED)
+    return forward

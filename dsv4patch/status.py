@@ -1,0 +1,106 @@
+"""`status`: what the journal says, checked against the files as they are now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsv4patch import bases, check, variants
+from dsv4patch import journal as journal_mod
+from dsv4patch.errors import PatchError
+from dsv4patch.files import sha256
+from dsv4patch.journal import APPLIED, Journal
+from dsv4patch.series import Series
+from dsv4patch.stage import APPLIES, PARTLY
+from dsv4patch.trees import Tree, resolve
+
+PATCHED, ORIGINAL, EDITED = "patched", "original", "edited after apply"
+
+
+@dataclass
+class TreeStatus:
+    name: str
+    path: str
+    state: str = ""
+    shape: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    variants: list[str] = field(default_factory=list)
+    applied_series: str | None = None
+    journal: str = "none"
+    note: str = ""
+    patches: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StatusReport:
+    series_version: str
+    trees: list[TreeStatus] = field(default_factory=list)
+
+
+def run(series: Series, given: dict[str, Path | None]) -> StatusReport:
+    """Describe each tree; raise PatchError only when a tree cannot be found."""
+    report = StatusReport(series.version)
+    for name in [n for n in given if series.for_tree(n)]:
+        tree = resolve(name, given[name])
+        status = TreeStatus(name, str(tree.path), shape=tree.shape,
+                            versions=tree.versions, variants=variants.consistent(name))
+        try:
+            journal = journal_mod.read(tree.path)
+        except journal_mod.JournalDamaged as exc:
+            status.journal, status.note = "damaged", exc.message
+            journal = None
+        if journal is not None:
+            _from_journal(series, tree, journal, status)
+        else:
+            _from_files(series, tree, status)
+        report.trees.append(status)
+    return report
+
+
+def _from_journal(series: Series, tree: Tree, journal: Journal,
+                  status: TreeStatus) -> None:
+    status.journal, status.applied_series = journal.state, journal.series_version
+    for record in journal.files:
+        current = sha256(tree.path / record.path)
+        status.files[record.path] = (PATCHED if current == record.after else
+                                     ORIGINAL if current == record.before else EDITED)
+    for patch in series.for_tree(tree.name):
+        states = {status.files.get(rel, "unknown") for rel in patch.paths}
+        status.patches[patch.file] = (
+            "applied" if states == {PATCHED} else
+            "not applied" if states == {ORIGINAL} else PARTLY)
+    if journal.patches != {p.file: p.sha256 for p in series.for_tree(tree.name)}:
+        status.note = (f"applied with another series ({journal.series_version}); "
+                       "revert it before applying this one")
+    if journal.state != APPLIED:
+        status.note = (f"an {journal.state} run was interrupted; `dsv4patch apply` "
+                       "or `dsv4patch revert` finishes the recovery")
+    values = set(status.files.values())
+    status.state = ("interrupted" if journal.state != APPLIED else
+                    "applied" if values == {PATCHED} else
+                    "edited after apply" if EDITED in values else PARTLY)
+
+
+def _from_files(series: Series, tree: Tree, status: TreeStatus) -> None:
+    base = series.bases[tree.name]["version"]
+    try:
+        manifest = bases.load(tree.name, base)
+    except PatchError:
+        manifest = {}
+    for rel in series.footprint(tree.name):
+        current = sha256(tree.path / rel)
+        status.files[rel] = ("absent" if current is None else
+                             ORIGINAL if current == manifest.get(rel) else
+                             f"differs from {tree.name} {base}")
+    for outcome in check.classify(series, tree):
+        status.patches[outcome.patch] = (
+            "not applied" if outcome.state == APPLIES else outcome.state)
+    states = set(status.patches.values())
+    status.state = ("not applied" if states == {"not applied"} else
+                    "applied without a journal" if states == {"already applied"}
+                    else PARTLY if states <= {"not applied", "already applied", PARTLY}
+                    else "conflicts")
+    if journal_mod.workdir(tree.path).exists() and status.journal == "none":
+        status.note = ("a .dsv4patch directory without a journal is left from a run "
+                       "killed before it changed any file; apply or revert removes it")
