@@ -75,11 +75,24 @@ def _add_control_routes(app: Any, client: Any) -> None:
 async def serve(ours: argparse.Namespace, args: argparse.Namespace) -> None:
     import uvicorn
     from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.entrypoints.openai.api_server import build_app, init_app_state
+    from vllm.entrypoints.openai.api_server import (
+        build_app,
+        init_app_state,
+        validate_api_server_args,
+    )
+    from vllm.reasoning import ReasoningParserManager
     from vllm.tokenizers import cached_tokenizer_from_config
+    from vllm.tool_parsers import ToolParserManager
 
     from tests.harness import model
     from tests.harness.engine import ScriptedEngineClient
+
+    # The same start-up steps as `vllm serve`, minus the engine process.
+    if args.tool_parser_plugin:
+        ToolParserManager.import_tool_parser(args.tool_parser_plugin)
+    if args.reasoning_parser_plugin:
+        ReasoningParserManager.import_reasoning_parser(args.reasoning_parser_plugin)
+    validate_api_server_args(args)
 
     vllm_config = AsyncEngineArgs.from_cli_args(args).create_engine_config()
     tokenizer = cached_tokenizer_from_config(vllm_config.model_config)
