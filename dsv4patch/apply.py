@@ -24,10 +24,12 @@ from dsv4patch.trees import Tree, check_base, resolve
 
 log = logging.getLogger(__name__)
 
-# Test hook: stop the process with SIGKILL right after the named step, so the
-# test suite can prove that every step boundary is recoverable. Never set it
-# outside tests.
+# Test hook: the process signals itself right after the named step (SIGKILL
+# unless DSV4PATCH_TEST_SIGNAL names another, e.g. TERM, INT or STOP), so the test
+# suite can prove that every step boundary is recoverable and that a second run
+# meets the lock. Never set it outside tests.
 PAUSE_ENV = "DSV4PATCH_TEST_PAUSE_AT"
+SIGNAL_ENV = "DSV4PATCH_TEST_SIGNAL"
 STEPS = ("locked", "backup", "journal", "replace-first", "replaced", "bytecode",
          "committed")
 
@@ -51,7 +53,8 @@ class ApplyReport:
 def step(name: str) -> None:
     log.debug("step %s done", name)
     if os.environ.get(PAUSE_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        chosen = os.environ.get(SIGNAL_ENV, "KILL")
+        os.kill(os.getpid(), signal.Signals[f"SIG{chosen}"])
 
 
 def run(series: Series, given: dict[str, Path | None], dry_run: bool) -> ApplyReport:

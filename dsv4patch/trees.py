@@ -18,7 +18,9 @@ DEFAULTS = {
     "vllm-ascend": ("DSV4PATCH_VLLM_ASCEND", "/vllm-workspace/vllm-ascend"),
 }
 PACKAGE = {"vllm": "vllm", "vllm-ascend": "vllm_ascend"}
-_VERSION_LINE = re.compile(r"""^(?:__version__|version)\s*=\s*['"]([^'"]+)['"]""", re.M)
+# setuptools-scm writes `__version__ = version = '0.13.0'`; accept either name.
+_VERSION_LINE = re.compile(
+    r"""^(?:__version__|version)\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", re.M)
 
 
 @dataclass

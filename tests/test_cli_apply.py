@@ -1,0 +1,327 @@
+"""apply / revert on the real pristine trees, in the three tree shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import cli
+from tests.support.cli import SHAPES
+
+# Files no real patch is likely to touch, so the synthetic patches never collide.
+VLLM_EXTRA = ["vllm/beam_search.py", "vllm/scalar_type.py", "vllm/collect_env.py"]
+ASCEND_EXTRA = ["vllm_ascend/envs.py", "vllm_ascend/ascend_config.py"]
+
+
+def _free(candidates: list[str], taken: set[str]) -> str:
+    return next(rel for rel in candidates if rel not in taken)
+
+
+@pytest.fixture(scope="session")
+def full_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real series plus a two-file vLLM patch and a vllm-ascend patch."""
+    entries, sources = cli.real_entries()
+    taken = {line.split(" b/")[-1] for data in sources.values()
+             for line in data.decode().splitlines() if line.startswith("diff --git")}
+    vllm_rel = _free(VLLM_EXTRA, taken)
+    ascend_rel = _free(ASCEND_EXTRA, taken)
+    sources["9001-test-vllm.patch"] = (
+        cli.header("test: touch one file, add another")
+        + cli.append_patch("vllm", vllm_rel, "# dsv4patch test line")
+        + cli.new_file_patch("vllm/dsv4patch_test/marker.py", ["MARK = 1"])).encode()
+    sources["9002-test-ascend.patch"] = (
+        cli.header("test: touch one vllm-ascend file")
+        + cli.append_patch("vllm-ascend", ascend_rel, "# dsv4patch test line")).encode()
+    entries += [
+        {"file": "9001-test-vllm.patch", "tree": "vllm", "description": "t",
+         "origin": "tests"},
+        {"file": "9002-test-ascend.patch", "tree": "vllm-ascend", "description": "t",
+         "origin": "tests"},
+    ]
+    return cli.write_series(tmp_path_factory.mktemp("series"), entries, sources)
+
+
+@pytest.fixture
+def lock_dir(tmp_path: Path) -> Path:
+    return tmp_path / "locks"
+
+
+def _refused(result: subprocess.CompletedProcess[str], words: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    # Progress lines may precede it; the failure itself is the last two lines.
+    assert [line for line in lines if line.startswith("Error: ")] == [lines[-2]]
+    assert words in lines[-2], result.stderr
+    assert lines[-1].startswith("hint: "), result.stderr
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_apply_then_revert_restores_pristine(shape: str, tmp_path: Path,
+                                             full_series: Path, lock_dir: Path) -> None:
+    trees = cli.make_trees(shape, tmp_path)
+    pristine = trees.digests()
+
+    applied = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert applied.returncode == 0, applied.stderr
+    assert trees.digests() != pristine
+    assert (trees.vllm / "vllm/dsv4patch_test/marker.py").read_text() == "MARK = 1\n"
+    if shape == "git-clone":
+        # The journal directory ignores itself; only the patched files show.
+        porcelain = cli.git(trees.vllm, "status", "--porcelain")
+        assert ".dsv4patch" not in porcelain and "dsv4patch_test/" in porcelain
+
+    again = cli.run("apply", "--json", *trees.args, series=full_series,
+                    lock_dir=lock_dir)
+    assert again.returncode == 0 and json.loads(again.stdout)["state"] == \
+        "already applied"
+
+    reverted = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert reverted.returncode == 0, reverted.stderr
+    assert trees.digests() == pristine
+    if shape == "git-clone":
+        assert cli.git(trees.vllm, "status", "--porcelain") == ""
+
+
+def test_real_series_round_trip_in_the_image_layout(tmp_path: Path,
+                                                     lock_dir: Path) -> None:
+    trees = cli.make_trees("git-clone", tmp_path)
+    pristine = trees.digests()
+    assert cli.run("apply", *trees.args, lock_dir=lock_dir).returncode == 0
+    status = json.loads(cli.run("status", "--json", *trees.args,
+                                lock_dir=lock_dir).stdout)
+    assert all(t["state"] == "applied" for t in status["trees"])
+    assert cli.run("revert", *trees.args, lock_dir=lock_dir).returncode == 0
+    assert trees.digests() == pristine
+
+
+def _series_with_broken(full_series: Path, position: int, tree: str,
+                        dest: Path) -> Path:
+    entries, sources = cli.real_entries()
+    extra = [e for e in __import__("tomllib").loads(
+        (full_series / "series.toml").read_text())["patch"]
+        if e["file"].startswith("9")]
+    for entry in extra:
+        sources[entry["file"]] = (full_series / entry["file"]).read_bytes()
+    entries += [{k: e[k] for k in ("file", "tree", "description", "origin")}
+                for e in extra]
+    rel = "README.md"
+    sources["0000-broken.patch"] = (cli.header("does not apply")
+                                    + cli.broken_patch(tree, rel)).encode()
+    entries.insert(position, {"file": "0000-broken.patch", "tree": tree,
+                              "description": "broken", "origin": "tests"})
+    return cli.write_series(dest, entries, sources)
+
+
+def _patch_count() -> int:
+    return len(cli.real_entries()[0]) + 2
+
+
+@pytest.mark.parametrize("position", range(_patch_count() + 1))
+def test_patch_k_of_n_failing_changes_nothing(position: int, tmp_path: Path,
+                                              full_series: Path,
+                                              lock_dir: Path) -> None:
+    tree = "vllm-ascend" if position % 2 else "vllm"
+    series = _series_with_broken(full_series, position, tree, tmp_path / "series")
+    trees = cli.make_trees("plain", tmp_path)
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=series, lock_dir=lock_dir)
+
+    _refused(result, "0000-broken.patch does not apply")
+    assert "README.md: hunk #1" in result.stderr
+    assert trees.digests() == before
+
+
+def test_tampered_patch_is_refused(tmp_path: Path, full_series: Path,
+                                   lock_dir: Path) -> None:
+    series = tmp_path / "series"
+    shutil.copytree(full_series, series)
+    patch = series / "9001-test-vllm.patch"
+    patch.write_bytes(patch.read_bytes().replace(b"MARK = 1", b"MARK = 2"))
+    trees = cli.make_trees("plain", tmp_path)
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=series, lock_dir=lock_dir)
+
+    _refused(result, "tampered")
+    assert trees.digests() == before
+
+
+@pytest.mark.parametrize("target", ["../escape.py", "/etc/dsv4patch-test",
+                                    "vllm/../../escape.py"])
+def test_traversal_patch_is_refused(target: str, tmp_path: Path,
+                                    lock_dir: Path) -> None:
+    data = (cli.header("escape") + cli.new_file_patch(target.lstrip("/"), ["x"])
+            .replace(target.lstrip("/"), target)).encode()
+    series = cli.write_series(tmp_path / "series", [
+        {"file": "0001-escape.patch", "tree": "vllm", "description": "e",
+         "origin": "tests"}], {"0001-escape.patch": data})
+    trees = cli.make_trees("plain", tmp_path)
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=series, lock_dir=lock_dir)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("Error: ")
+    assert "outside its tree" in result.stderr or "cannot read" in result.stderr
+    assert trees.digests() == before
+    assert not (tmp_path / "escape.py").exists()
+
+
+def test_symlink_escape_is_refused(tmp_path: Path, full_series: Path,
+                                   lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (trees.vllm / "vllm" / "dsv4patch_test").symlink_to(outside)
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+
+    _refused(result, "symlink")
+    assert trees.digests() == before and not any(outside.iterdir())
+
+
+@pytest.mark.parametrize("how", ["version-file", "git-tag", "content"])
+def test_tree_at_another_version_is_refused(how: str, tmp_path: Path,
+                                            full_series: Path, lock_dir: Path) -> None:
+    trees = cli.make_trees("git-clone" if how == "git-tag" else "plain", tmp_path)
+    if how == "version-file":
+        (trees.vllm / "vllm/_version.py").write_text("__version__ = version = '0.12.0'\n")
+    elif how == "git-tag":
+        cli.git(trees.vllm, "tag", "-d", "v0.13.0")
+        cli.git(trees.vllm, "tag", "v0.12.0")
+    else:
+        # Another release: many tracked files differ, the series' ones included.
+        for index, path in enumerate(sorted((trees.vllm / "vllm").rglob("*.py"))):
+            if index % 3 == 0:
+                path.write_text(path.read_text() + "# 0.12.0\n")
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+
+    _refused(result, "0.13.0")
+    assert trees.digests() == before
+
+
+def test_local_edits_in_touched_files_are_refused(tmp_path: Path, full_series: Path,
+                                                  lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    rel = next(line.split(" b/")[-1] for line in
+               (full_series / "9002-test-ascend.patch").read_text().splitlines()
+               if line.startswith("diff --git"))
+    edited = trees.ascend / rel
+    edited.write_text("# my local change\n" + edited.read_text())
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+
+    _refused(result, "local edits")
+    assert rel in result.stderr
+    assert trees.digests() == before
+
+
+def test_read_only_tree_is_refused(tmp_path: Path, full_series: Path,
+                                   lock_dir: Path) -> None:
+    if shutil.which("chattr") is None or os.geteuid() != 0:
+        pytest.skip("needs root and chattr to make a tree truly read-only")
+    trees = cli.make_trees("plain", tmp_path)
+    target = trees.ascend / "vllm_ascend"
+    # The immutable flag stops root too, unlike chmod.
+    if subprocess.run(["chattr", "+i", str(target)]).returncode != 0:
+        pytest.skip("this file system has no immutable flag")
+    before = trees.digests()
+    try:
+        result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+
+    _refused(result, "not writable")
+    assert trees.digests() == before
+
+
+def test_missing_git_is_refused(tmp_path: Path, full_series: Path,
+                                lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir,
+                     env={"PATH": str(bin_dir)})
+
+    _refused(result, "git was not found")
+    assert trees.digests() == before
+
+
+def test_missing_tree_is_refused(tmp_path: Path, full_series: Path,
+                                 lock_dir: Path) -> None:
+    result = cli.run("apply", "--vllm", str(tmp_path / "nope"), "--vllm-ascend",
+                     str(tmp_path / "nope2"), series=full_series, lock_dir=lock_dir)
+    _refused(result, "does not exist")
+
+
+def test_trees_from_environment(tmp_path: Path, full_series: Path,
+                                lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    env = {"DSV4PATCH_VLLM": str(trees.vllm), "DSV4PATCH_VLLM_ASCEND": str(trees.ascend)}
+    result = cli.run("apply", "--dry-run", series=full_series, lock_dir=lock_dir,
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    assert "would apply" in result.stdout and str(trees.vllm) in result.stdout
+
+
+def test_dry_run_changes_nothing(tmp_path: Path, full_series: Path,
+                                 lock_dir: Path) -> None:
+    trees = cli.make_trees("git-clone", tmp_path)
+    before = trees.digests()
+    result = cli.run("apply", "--dry-run", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+    assert result.returncode == 0 and "would apply" in result.stdout
+    assert trees.digests() == before
+
+
+def test_stale_bytecode_of_touched_files_is_removed(tmp_path: Path, full_series: Path,
+                                                    lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    rel = next(line.split(" b/")[-1] for line in
+               (full_series / "9001-test-vllm.patch").read_text().splitlines()
+               if line.startswith("diff --git"))
+    source = trees.vllm / rel
+    cache = source.parent / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    stale = cache / f"{source.stem}.cpython-311.pyc"
+    stale.write_bytes(b"stale")
+    other = cache / "untouched_module.cpython-311.pyc"
+    other.write_bytes(b"keep")
+
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    assert not stale.exists() and other.exists()
+
+
+def test_revert_refuses_files_edited_after_apply(tmp_path: Path, full_series: Path,
+                                                 lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    marker = trees.vllm / "vllm/dsv4patch_test/marker.py"
+    marker.write_text("MARK = 1\nMY_EDIT = True\n")
+    before = trees.digests()
+
+    result = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
+
+    _refused(result, "edited after apply")
+    assert "vllm/dsv4patch_test/marker.py" in result.stderr
+    assert trees.digests() == before
+    assert "MY_EDIT" in marker.read_text()
+    status = json.loads(cli.run("status", "--json", *trees.args, series=full_series,
+                                lock_dir=lock_dir).stdout)
+    vllm = status["trees"][0]
+    assert vllm["state"] == "edited after apply"
+    assert vllm["files"]["vllm/dsv4patch_test/marker.py"] == "edited after apply"
