@@ -1,0 +1,219 @@
+"""End to end through HTTP: the patched vLLM server on the operators' launch line.
+
+The server is vLLM's own OpenAI app from the session's patched tree, with the MTP
+speculative config and async scheduling; only the engine is scripted (see
+tests/harness). Requests go through the real `openai` client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from dsv4patch import probe
+from tests.harness.launch import MODEL_NAME, PATCHED_FLAGS, HarnessServer
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = {
+    case["id"]: case
+    for case in json.loads(
+        (REPO.parent / "shared" / "cases" / "parser-cases.json").read_text("utf-8"))
+}
+DSML_CALL = (
+    '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="{name}">\n'
+    '<｜DSML｜parameter name="{key}" string="true">{value}</｜DSML｜parameter>\n'
+    "</｜DSML｜invoke>\n</｜DSML｜tool_calls>"
+)
+WEATHER_CALL = DSML_CALL.format(name="get_weather", key="location", value="Oslo")
+
+
+@pytest.fixture(scope="module")
+def server(patched_vllm: Path, model_path: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[HarnessServer]:
+    log = tmp_path_factory.mktemp("e2e") / "server.log"
+    with HarnessServer(model_path, PATCHED_FLAGS, log, vllm_tree=patched_vllm) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server: HarnessServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def probe_results(server: HarnessServer) -> dict[str, probe.Check]:
+    checks = probe.run(server.url + "/v1", MODEL_NAME, None, 60.0)
+    return {check.name: check for check in checks}
+
+
+@pytest.mark.parametrize("name", [name for name, _ in probe.CHECKS])
+def test_operator_check_passes(probe_results: dict[str, probe.Check],
+                               name: str) -> None:
+    check = probe_results[name]
+    assert check.passed, check.detail
+
+
+def test_no_structured_outputs_requested(probe_results: dict[str, probe.Check],
+                                         server: HarnessServer) -> None:
+    recorded = server.requests()
+    assert len(recorded) >= len(probe.CHECKS)
+    assert [r["structured_outputs"] for r in recorded] == [None] * len(recorded)
+
+
+def test_reasoning_effort_max_reaches_the_encoder(
+        probe_results: dict[str, probe.Check], server: HarnessServer) -> None:
+    prompts = [r["prompt_text"] for r in server.requests()]
+    with_preamble = [p for p in prompts if "Reasoning Effort: Absolute maximum" in p]
+    assert len(with_preamble) == 1
+    assert with_preamble[0].endswith("<think>")
+
+
+def collect(client: openai.OpenAI, stream: bool, **request: Any) -> dict[str, Any]:
+    """One completion, streamed or not, as reasoning/content/calls/finish_reason."""
+    request = {"model": MODEL_NAME, "temperature": 0, **request}
+    if not stream:
+        choice = client.chat.completions.create(**request).choices[0]
+        extra = choice.message.model_extra or {}
+        return {
+            "reasoning": extra.get("reasoning") or None,
+            "content": choice.message.content or None,
+            "tool_calls": [(c.function.name, json.loads(c.function.arguments))
+                           for c in choice.message.tool_calls or []],
+            "finish_reason": choice.finish_reason,
+        }
+    reasoning, content, calls, finishes = "", "", {}, []
+    for chunk in client.chat.completions.create(stream=True, **request):
+        for choice in chunk.choices:
+            extra = choice.delta.model_extra or {}
+            reasoning += extra.get("reasoning") or ""
+            content += choice.delta.content or ""
+            for call in choice.delta.tool_calls or []:
+                entry = calls.setdefault(call.index, ["", ""])
+                entry[0] += (call.function and call.function.name) or ""
+                entry[1] += (call.function and call.function.arguments) or ""
+            if choice.finish_reason:
+                finishes.append(choice.finish_reason)
+    assert len(finishes) == 1, f"finish_reason sent {len(finishes)} times"
+    return {
+        "reasoning": reasoning or None,
+        "content": content if content.strip() else None,
+        "tool_calls": [(calls[i][0], json.loads(calls[i][1])) for i in sorted(calls)],
+        "finish_reason": finishes[0],
+    }
+
+
+def case_request(case: dict[str, Any]) -> dict[str, Any]:
+    request = {key: value for key, value in case["request"].items() if key != "stream"}
+    kwargs = request.pop("chat_template_kwargs", None)
+    if kwargs:
+        request["extra_body"] = {"chat_template_kwargs": kwargs}
+    request["messages"] = [{"role": "user", "content": "Go."}]
+    return request
+
+
+@pytest.mark.parametrize("case_id", [
+    "b43-named-choice-dsml", "b43s-named-choice-dsml-stream",
+    "b46-required-parallel-stream", "b52-deep-effort-no-action",
+    "b37-mtp-delta-spans-think-close-and-tool",
+])
+@pytest.mark.parametrize("steps", ["token", "mtp", "chunks"])
+def test_parser_case_through_http(server: HarnessServer, client: openai.OpenAI,
+                                  case_id: str, steps: str) -> None:
+    case = CASES[case_id]
+    output = case["model_output"]
+    if steps == "chunks":
+        if isinstance(output, str):
+            size = case.get("stream_chunk_chars", [7])[0]
+            output = [output[i:i + size] for i in range(0, len(output), size)]
+        server.push_script(output)
+    else:
+        server.push_script("".join(output) if isinstance(output, list) else output,
+                           steps=steps)
+
+    got = collect(client, case["request"].get("stream", False), **case_request(case))
+
+    expected = case["expected"]
+    assert got["reasoning"] == expected["reasoning"]
+    assert got["content"] == (expected["content"] or None)
+    assert got["tool_calls"] == [(c["name"], c["arguments"])
+                                 for c in expected["tool_calls"]]
+    assert got["finish_reason"] == expected["finish_reason"]
+    assert server.requests()[-1]["structured_outputs"] is None
+
+
+WEATHER_TOOLS = [probe.WEATHER, probe.TIME]
+ASK = [{"role": "user", "content": "Weather in Oslo?"}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["full", "stream"])
+def test_length_wins_over_a_call_cut_short(server: HarnessServer,
+                                           client: openai.OpenAI, stream: bool) -> None:
+    server.push_script(WEATHER_CALL, steps="token")
+
+    got = collect(client, stream, messages=ASK, tools=WEATHER_TOOLS,
+                  tool_choice="required", max_tokens=12)
+
+    assert got["finish_reason"] == "length"
+    assert got["tool_calls"] == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["full", "stream"])
+def test_tool_choice_none_never_shows_dsml(server: HarnessServer,
+                                           client: openai.OpenAI, stream: bool) -> None:
+    server.push_script("Let me check." + WEATHER_CALL)
+
+    got = collect(client, stream, messages=ASK, tools=WEATHER_TOOLS,
+                  tool_choice="none")
+
+    assert got["tool_calls"] == []
+    assert got["content"] is not None and got["content"].strip() == "Let me check."
+    assert got["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["full", "stream"])
+def test_named_choice_returns_only_the_named_function(
+        server: HarnessServer, client: openai.OpenAI, stream: bool) -> None:
+    time_call = DSML_CALL.format(name="get_time", key="city", value="Oslo")
+    weather = WEATHER_CALL.split("<｜DSML｜tool_calls>\n", 1)[1]
+    both = time_call.replace("</｜DSML｜tool_calls>", weather)
+    server.push_script(both)
+
+    got = collect(client, stream, messages=ASK, tools=WEATHER_TOOLS,
+                  tool_choice={"type": "function", "function": {"name": "get_weather"}})
+
+    assert got["tool_calls"] == [("get_weather", {"location": "Oslo"})]
+    assert got["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["full", "stream"])
+def test_required_without_a_call_reports_stop(server: HarnessServer,
+                                              client: openai.OpenAI,
+                                              stream: bool) -> None:
+    server.push_script("I cannot look that up.")
+
+    got = collect(client, stream, messages=ASK, tools=WEATHER_TOOLS,
+                  tool_choice="required")
+
+    assert got["tool_calls"] == []
+    assert got["content"] == "I cannot look that up."
+    assert got["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"presence_penalty": 0.5}, "presence_penalty=0.5"),
+    ({"frequency_penalty": 0.2}, "frequency_penalty=0.2"),
+    ({"response_format": {"type": "json_object"}}, "structured outputs"),
+], ids=["presence", "frequency", "response-format"])
+def test_unservable_request_gets_a_400_that_says_why(
+        client: openai.OpenAI, extra: dict[str, Any], named: str) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL_NAME, messages=ASK, **extra)
+
+    message = str(info.value)
+    assert named in message
+    assert "--async-scheduling" in message
