@@ -147,11 +147,11 @@ def _commit(series: Series, plans: list[Plan]) -> None:
         with signals_raise():
             for plan in plans:
                 _write_backups(plan)
-                step("backup")
-                journal = _new_journal(series, plan)
-                journal_mod.write(plan.tree.path, journal)
+            step("backup")
+            for plan in plans:
+                journal_mod.write(plan.tree.path, _new_journal(series, plan))
                 started.append(plan)
-                step("journal")
+            step("journal")
             for plan in plans:
                 _replace_files(plan)
             step("replaced")

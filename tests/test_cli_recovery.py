@@ -1,0 +1,215 @@
+"""Interrupted runs, concurrent runs and lost journals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dsv4patch.apply import STEPS
+from tests.support import cli, trees as support_trees
+from tests.test_cli_apply import full_series  # noqa: F401  (shared fixture)
+
+# Steps at which the journal already says `applying`.
+JOURNALED = STEPS[STEPS.index("journal"):STEPS.index("committed")]
+
+
+@pytest.fixture
+def lock_dir(tmp_path: Path) -> Path:
+    return tmp_path / "locks"
+
+
+@pytest.fixture(scope="module")
+def applied_digests(tmp_path_factory: pytest.TempPathFactory,
+                    full_series: Path) -> tuple[str, str]:  # noqa: F811
+    """What both trees look like after a clean apply of the full series."""
+    root = tmp_path_factory.mktemp("reference")
+    trees = cli.make_trees("plain", root)
+    done = cli.run("apply", *trees.args, series=full_series, lock_dir=root / "locks")
+    assert done.returncode == 0, done.stderr
+    return _without_journal(trees.vllm), _without_journal(trees.ascend)
+
+
+def _without_journal(tree: Path) -> str:
+    """The tree's digest as it would be with the journal directory moved away."""
+    work = tree / ".dsv4patch"
+    if not work.exists():
+        return cli.digest(tree)
+    aside = tree.parent / f"{tree.name}.journal-aside"
+    work.rename(aside)
+    try:
+        return cli.digest(tree)
+    finally:
+        aside.rename(work)
+
+
+@pytest.mark.parametrize("recover_with", ["apply", "revert"])
+@pytest.mark.parametrize("step", STEPS)
+def test_sigkill_at_each_step_is_recoverable(step: str, recover_with: str,
+                                             tmp_path: Path,
+                                             full_series: Path,  # noqa: F811
+                                             applied_digests: tuple[str, str],
+                                             lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    pristine = trees.digests()
+
+    killed = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir,
+                     env={"DSV4PATCH_TEST_PAUSE_AT": step})
+    assert killed.returncode == -signal.SIGKILL
+
+    status = cli.run("status", "--json", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+    assert status.returncode == 0, status.stderr
+    states = [t["state"] for t in json.loads(status.stdout)["trees"]]
+    if step in JOURNALED:
+        assert states == ["interrupted", "interrupted"]
+    elif step == "committed":
+        assert states == ["applied", "applied"]
+    else:
+        assert states == ["not applied", "not applied"]
+
+    recovered = cli.run(recover_with, *trees.args, series=full_series,
+                        lock_dir=lock_dir)
+    assert recovered.returncode == 0, recovered.stderr
+    if recover_with == "apply":
+        assert (_without_journal(trees.vllm), _without_journal(trees.ascend)) == \
+            applied_digests
+        final = json.loads(cli.run("status", "--json", *trees.args, series=full_series,
+                                   lock_dir=lock_dir).stdout)
+        assert [t["state"] for t in final["trees"]] == ["applied", "applied"]
+    else:
+        assert trees.digests() == pristine
+
+
+@pytest.mark.parametrize("sig", ["TERM", "INT"])
+@pytest.mark.parametrize("step", ["journal", "replace-first", "replaced", "bytecode"])
+def test_sigterm_and_sigint_restore_everything(step: str, sig: str, tmp_path: Path,
+                                               full_series: Path,  # noqa: F811
+                                               lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    pristine = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir,
+                     env={"DSV4PATCH_TEST_PAUSE_AT": step, "DSV4PATCH_TEST_SIGNAL": sig})
+
+    assert result.returncode == 130, result.stderr
+    assert "Interrupted" in result.stderr
+    assert trees.digests() == pristine
+
+
+def _popen_apply(trees: cli.Trees, series: Path, lock_dir: Path,
+                 **env: str) -> subprocess.Popen[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(support_trees.REPO),
+                "DSV4PATCH_SERIES": str(series), "DSV4PATCH_LOCK_DIR": str(lock_dir),
+                **env}
+    return subprocess.Popen([sys.executable, "-m", "dsv4patch", "apply", *trees.args],
+                            env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_stopped(process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{process.pid}/stat").read_text().split(") ")[1][0]
+        if state == "T":
+            return
+        time.sleep(0.05)
+    raise AssertionError("the first apply never reached its lock")
+
+
+@pytest.mark.parametrize("second_waits", [False, True], ids=["refuses", "waits"])
+def test_two_concurrent_applies(second_waits: bool, tmp_path: Path,
+                                full_series: Path,  # noqa: F811
+                                applied_digests: tuple[str, str],
+                                lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    first = _popen_apply(trees, full_series, lock_dir,
+                         DSV4PATCH_TEST_PAUSE_AT="locked", DSV4PATCH_TEST_SIGNAL="STOP")
+    try:
+        _wait_stopped(first)
+        second = _popen_apply(trees, full_series, lock_dir,
+                              DSV4PATCH_LOCK_WAIT="30" if second_waits else "0.5")
+        if second_waits:
+            time.sleep(1)
+            assert second.poll() is None  # still waiting for the lock
+        else:
+            out, err = second.communicate(timeout=60)
+            assert second.returncode == 1 and "holds the lock" in err
+    finally:
+        first.send_signal(signal.SIGCONT)
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+
+    if second_waits:
+        out, _ = second.communicate(timeout=120)
+        assert second.returncode == 0 and "already applied" in out
+    assert (_without_journal(trees.vllm), _without_journal(trees.ascend)) == \
+        applied_digests
+
+
+def test_damaged_journal_has_a_safe_way_out(tmp_path: Path,
+                                            full_series: Path,  # noqa: F811
+                                            lock_dir: Path) -> None:
+    trees = cli.make_trees("git-clone", tmp_path)
+    pristine = trees.digests()
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    (trees.vllm / ".dsv4patch/journal.json").write_text('{"state": "appl')
+
+    status = cli.run("status", "--json", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+    assert json.loads(status.stdout)["trees"][0]["journal"] == "damaged"
+    refused = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert refused.returncode == 1
+    assert "damaged" in refused.stderr and "--from-patches" in refused.stderr
+
+    rescued = cli.run("revert", "--from-patches", *trees.args, series=full_series,
+                      lock_dir=lock_dir)
+    assert rescued.returncode == 0, rescued.stderr
+    assert trees.digests() == pristine
+
+
+def test_lost_journal_is_named_and_recoverable(tmp_path: Path,
+                                               full_series: Path,  # noqa: F811
+                                               lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    pristine = trees.digests()
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    for tree in (trees.vllm, trees.ascend):
+        subprocess.run(["rm", "-rf", str(tree / ".dsv4patch")], check=True)
+
+    status = json.loads(cli.run("status", "--json", *trees.args, series=full_series,
+                                lock_dir=lock_dir).stdout)
+    assert [t["state"] for t in status["trees"]] == ["applied without a journal"] * 2
+    refused = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert refused.returncode == 1 and "--from-patches" in refused.stderr
+
+    rescued = cli.run("revert", "--from-patches", *trees.args, series=full_series,
+                      lock_dir=lock_dir)
+    assert rescued.returncode == 0, rescued.stderr
+    assert trees.digests() == pristine
+
+
+def test_from_patches_refuses_edited_files(tmp_path: Path,
+                                           full_series: Path,  # noqa: F811
+                                           lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    subprocess.run(["rm", "-rf", str(trees.vllm / ".dsv4patch")], check=True)
+    marker = trees.vllm / "vllm/dsv4patch_test/marker.py"
+    marker.write_text("MARK = 1\nEDIT = 2\n")
+    before = trees.digests()
+
+    result = cli.run("revert", "--from-patches", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+
+    assert result.returncode == 1 and result.stderr.startswith("Error: ")
+    assert trees.digests() == before
