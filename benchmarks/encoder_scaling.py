@@ -3,7 +3,7 @@
     python benchmarks/encoder_scaling.py [--vllm PATCHED_TREE] [--max-turns 2000]
 
 Renders agentic conversations of 1 to 2,000 turns (each turn: a user message, an
-assistant reasoning and calling a tool, the tool's result; about 2,400 characters,
+assistant reasoning and calling a tool, the tool's result; about 2,600 characters,
 so 2,000 turns are about 5.2 million characters) with the patched vLLM's encoder, in
 thinking mode with tools so that no history is dropped. Prints a Markdown table:
 size, best-of time, and the doubling ratio (time ratio divided by size ratio; 1.0
