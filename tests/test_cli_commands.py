@@ -1,0 +1,261 @@
+"""check, status, drift, probe and the conventions every command shares."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dsv4patch import render
+from dsv4patch.probe import Check
+from tests.support import cli
+from tests.test_cli_apply import full_series  # noqa: F401  (shared fixture)
+
+PACKAGE = Path(cli.trees.REPO) / "dsv4patch"
+
+
+@pytest.fixture
+def lock_dir(tmp_path: Path) -> Path:
+    return tmp_path / "locks"
+
+
+def _first_path(series: Path, patch: str) -> str:
+    return next(line.split(" b/")[-1] for line in
+                (series / patch).read_text().splitlines()
+                if line.startswith("diff --git"))
+
+
+def test_check_names_the_conflicting_file_and_hunk(tmp_path: Path,
+                                                   full_series: Path,  # noqa: F811
+                                                   lock_dir: Path) -> None:
+    trees = cli.make_trees("inside-repo", tmp_path)
+    rel = _first_path(full_series, "9002-test-ascend.patch")
+    target = trees.ascend / rel
+    lines = target.read_text().splitlines(keepends=True)
+    lines[-2] = "# changed locally\n"
+    target.write_text("".join(lines))
+    before = trees.digests()
+
+    result = cli.run("check", "--json", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["state"] == "blocked"
+    ascend = report["trees"][1]
+    assert "local edits" in ascend["problem"] and rel in ascend["problem"]
+    outcome = {o["patch"]: o for o in ascend["patches"]}["9002-test-ascend.patch"]
+    assert outcome["state"] == "conflicts"
+    assert re.search(rf"{re.escape(rel)}: hunk #1 at line \d+", outcome["problems"][0])
+    assert [o["state"] for o in report["trees"][0]["patches"]] == \
+        ["applies"] * len(report["trees"][0]["patches"])
+    assert trees.digests() == before
+
+
+@pytest.mark.parametrize("shape", cli.SHAPES)
+def test_check_is_cumulative_and_changes_nothing(shape: str, tmp_path: Path,
+                                                 full_series: Path,  # noqa: F811
+                                                 lock_dir: Path) -> None:
+    trees = cli.make_trees(shape, tmp_path)
+    before = trees.digests()
+    fresh = cli.run("check", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert fresh.returncode == 0 and fresh.stdout.endswith("applies\n")
+    assert trees.digests() == before
+
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    applied = cli.run("check", "--json", *trees.args, series=full_series,
+                      lock_dir=lock_dir)
+    assert applied.returncode == 0
+    assert json.loads(applied.stdout)["state"] == "already applied"
+
+
+def test_status_tells_partly_applied_patches_and_files(tmp_path: Path,
+                                                       full_series: Path,  # noqa: F811
+                                                       lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    marker = trees.vllm / "vllm/dsv4patch_test/marker.py"
+    marker.unlink()
+
+    status = json.loads(cli.run("status", "--json", *trees.args, series=full_series,
+                                lock_dir=lock_dir).stdout)
+    vllm = status["trees"][0]
+    assert vllm["patches"]["9001-test-vllm.patch"] == "partly applied"
+    assert vllm["files"]["vllm/dsv4patch_test/marker.py"] == "original"
+    assert vllm["applied_series"] == "0.0.0-test" and vllm["state"] == "partly applied"
+    assert status["trees"][1]["state"] == "applied"
+
+    before = trees.digests()
+    again = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert again.returncode == 1 and "partly applied" in again.stderr
+    assert trees.digests() == before
+
+
+def test_status_without_journal_reports_a_partial_series(tmp_path: Path,
+                                                         full_series: Path,  # noqa: F811
+                                                         lock_dir: Path) -> None:
+    entries, sources = cli.real_entries()
+    subset = cli.write_series(tmp_path / "subset", [
+        {"file": "9001-test-vllm.patch", "tree": "vllm", "description": "t",
+         "origin": "tests"}], {"9001-test-vllm.patch":
+                               (full_series / "9001-test-vllm.patch").read_bytes()})
+    trees = cli.make_trees("plain", tmp_path)
+    assert cli.run("apply", *trees.args, series=subset,
+                   lock_dir=lock_dir).returncode == 0
+    shutil.rmtree(trees.vllm / ".dsv4patch")
+
+    status = json.loads(cli.run("status", "--json", *trees.args, series=full_series,
+                                lock_dir=lock_dir).stdout)
+
+    vllm = status["trees"][0]
+    assert vllm["journal"] == "none"
+    assert vllm["patches"]["9001-test-vllm.patch"] == "already applied"
+    assert set(vllm["patches"].values()) - {"already applied"} == {"not applied"} \
+        or len(entries) == 0
+    assert vllm["state"] == ("partly applied" if any(
+        e["tree"] == "vllm" for e in entries) else "applied without a journal")
+
+
+def test_drift_reports_against_the_recorded_base(tmp_path: Path,
+                                                 full_series: Path,  # noqa: F811
+                                                 lock_dir: Path) -> None:
+    trees = cli.make_trees("git-clone", tmp_path)
+    clean = cli.run("drift", "--json", *trees.args, series=full_series,
+                    lock_dir=lock_dir)
+    assert clean.returncode == 0, clean.stderr
+    assert all(t["differences"] == [] for t in json.loads(clean.stdout)["trees"])
+
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    (trees.vllm / "README.md").write_text("changed\n")
+    (trees.vllm / "vllm/__pycache__").mkdir(exist_ok=True)
+    (trees.vllm / "vllm/__pycache__/envs.cpython-311.pyc").write_bytes(b"x")
+    (trees.vllm / "vllm/extra_module.py").write_text("")
+    (trees.ascend / "setup.py").unlink()
+
+    result = cli.run("drift", "--json", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+
+    assert result.returncode == 0, result.stderr  # only non-blocking drift
+    vllm, ascend = json.loads(result.stdout)["trees"]
+    assert {(d["path"], d["code"]) for d in vllm["differences"]} == {
+        ("README.md", "5"), ("vllm/extra_module.py", "extra")}
+    assert vllm["expected_patched"] == len(
+        json.loads((trees.vllm / ".dsv4patch/journal.json").read_text())["files"])
+    assert [(d["path"], d["code"]) for d in ascend["differences"]] == \
+        [("setup.py", "missing")]
+
+    (trees.vllm / "vllm/dsv4patch_test/marker.py").write_text("edited\n")
+    blocking = cli.run("drift", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert blocking.returncode == 1 and "BLOCKING" in blocking.stdout
+
+
+def test_verbose_shows_the_git_commands(tmp_path: Path,
+                                        full_series: Path,  # noqa: F811
+                                        lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    verbose = cli.run("check", "-v", *trees.args, series=full_series,
+                      lock_dir=lock_dir)
+    assert "git apply --verbose --whitespace=nowarn --check -" in verbose.stderr
+    quiet = cli.run("-q", "apply", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_json_keeps_the_failing_exit_code(tmp_path: Path,
+                                          full_series: Path,  # noqa: F811
+                                          lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    (trees.vllm / "vllm/_version.py").write_text("__version__ = '0.11.0'\n")
+    result = cli.run("check", "--json", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+    assert result.returncode == 1
+    assert "0.11.0" in json.loads(result.stdout)["trees"][0]["problem"]
+
+
+def test_usage_errors_exit_2(full_series: Path) -> None:  # noqa: F811
+    assert cli.run("apply", "--no-such-option", series=full_series).returncode == 2
+    assert cli.run("no-such-command", series=full_series).returncode == 2
+
+
+def test_internal_errors_exit_3_with_a_log(tmp_path: Path,
+                                           full_series: Path) -> None:  # noqa: F811
+    trees = cli.make_trees("plain", tmp_path)
+    result = cli.run("apply", *trees.args, series=full_series,
+                     env={"DSV4PATCH_LOCK_WAIT": "soon", "DSV4PATCH_LOG_DIR":
+                          str(tmp_path)})
+    assert result.returncode == 3
+    log = Path(result.stderr.strip().split(" is in ")[-1])
+    assert log.parent == tmp_path and "ValueError" in log.read_text()
+
+
+def test_empty_series_is_nothing_to_do(tmp_path: Path) -> None:
+    series = cli.write_series(tmp_path / "series", [], {})
+    result = cli.run("apply", "--vllm", str(tmp_path / "absent"), series=series)
+    assert result.returncode == 0 and "nothing to do" in result.stdout
+
+
+def test_probe_table_from_real_checks() -> None:
+    checks = [Check("plain", True, "323"), Check("thinking-high", False, "no reasoning")]
+    table = render.probe_table(checks)
+    assert table.splitlines()[1].split()[:2] == ["plain", "pass"]
+    assert table.splitlines()[2].split()[:2] == ["thinking-high", "FAIL"]
+    assert table.endswith("1/2 checks passed")
+    assert json.loads(render.probe_json(checks))["passed"] is False
+
+
+def test_probe_against_a_closed_local_port_fails_every_check() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = cli.run("probe", "--url", f"http://127.0.0.1:{port}", "--model", "m",
+                     "--timeout", "2", "--json")
+    assert result.returncode == 1
+    rows = json.loads(result.stdout)["checks"]
+    assert rows and not any(row["passed"] for row in rows)
+
+
+def test_only_cli_imports_click_and_only_git_runs_programs() -> None:
+    for module in PACKAGE.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, (ast.Import, ast.ImportFrom))
+                    for alias in (node.names if isinstance(node, ast.Import)
+                                  else [ast.alias(node.module or "")])}
+        if module.name != "cli.py":
+            assert "click" not in imported, module.name
+        if module.name != "git.py":
+            assert "subprocess" not in imported, module.name
+        assert not re.search(r"\bprint\(", module.read_text()), module.name
+
+
+def test_command_bodies_stay_thin() -> None:
+    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and any(
+                "command" in ast.unparse(d) for d in node.decorator_list):
+            body = node.body[1:] if ast.get_docstring(node) else node.body
+            assert node.end_lineno - body[0].lineno < 25, node.name
+
+
+def test_wheel_carries_the_series(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [cli.sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--quiet", "-w", str(tmp_path), str(cli.trees.REPO)],
+        capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    import zipfile
+
+    (wheel,) = tmp_path.glob("dsv4patch-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "dsv4patch/patches/series.toml" in names
+    assert "dsv4patch/patches/bases/vllm-0.13.0.sha256" in names
+    for entry in cli.real_entries()[0]:
+        assert f"dsv4patch/patches/{entry['file']}" in names
