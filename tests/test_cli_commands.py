@@ -246,9 +246,17 @@ def test_command_bodies_stay_thin() -> None:
 
 
 def test_wheel_carries_the_series(tmp_path: Path) -> None:
+    # Build from a copy: setuptools writes build/ and *.egg-info into the source.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(cli.trees.REPO / name, source / name)
+    for name in ("dsv4patch", "patches"):
+        shutil.copytree(cli.trees.REPO / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__", ".series.lock"))
     built = subprocess.run(
         [cli.sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--quiet", "-w", str(tmp_path), str(cli.trees.REPO)],
+         "--quiet", "-w", str(tmp_path), str(source)],
         capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     import zipfile
