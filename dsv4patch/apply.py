@@ -194,6 +194,10 @@ def _replace_files(plan: Plan) -> None:
             target.unlink()
         else:
             install(plan.stage.root / record.path, target)
+        if sha256(target) != record.after:
+            raise PatchError(f"{target} did not reach its patched content after the "
+                             "rename; every file was restored",
+                             hint="check the file system for concurrent writers")
         log.debug("replaced %s", target)
         if number == 0:
             step("replace-first")

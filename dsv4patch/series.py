@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dsv4patch.diff import FileDiff, parse_diff
 from dsv4patch.errors import PatchError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover (the images run 3.11; older Pythons use the backport)
-    import tomli as tomllib
 
 TREES = ("vllm", "vllm-ascend")
 MANIFEST = "series.toml"
