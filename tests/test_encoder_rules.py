@@ -536,3 +536,50 @@ def test_harmony_refuses_efforts_it_has_no_level_for(patched_vllm, effort):
     get_system_message(reasoning_effort="low", start_date="2026-01-01")
     with pytest.raises(ValueError, match=f"'{effort}' is not supported"):
         get_system_message(reasoning_effort=effort, start_date="2026-01-01")
+
+
+# Request JSON can carry any value under the keys the encoder reads.
+JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner)
+    ),
+    max_leaves=6,
+)
+MESSAGE_VALUES = st.one_of(
+    JSON,
+    st.sampled_from(["query", "action", "title"]),
+    st.just([_call("a", "f", '{"x": 1}'), _call("b", "g", "oops")]),
+    st.just([{"type": "function", "function": {"name": "f"}}]),
+)
+MESSAGES = st.lists(
+    st.builds(
+        lambda role, extra: {"role": role, **extra},
+        st.sampled_from(["system", "developer", "user", "assistant", "tool",
+                         "latest_reminder", "robot"]),
+        st.dictionaries(
+            st.sampled_from(["content", "reasoning_content", "tool_calls",
+                             "tool_call_id", "tools", "response_format", "task",
+                             "wo_eos"]),
+            MESSAGE_VALUES,
+            max_size=4,
+        ),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=MESSAGES, mode=st.sampled_from(["chat", "thinking"]),
+       drop=st.booleans())
+def test_any_message_list_renders_or_raises_value_error(enc, messages, mode, drop):
+    # Anything but a ValueError would surface as a 500 instead of a 400.
+    before = copy.deepcopy(messages)
+
+    try:
+        prompt = enc.encode_messages(messages, thinking_mode=mode, drop_thinking=drop)
+    except ValueError:
+        prompt = None
+
+    assert prompt is None or prompt.startswith(BOS)
+    assert messages == before
