@@ -15,8 +15,13 @@ from types import FrameType
 from dsv4patch import git, lock, restore
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import Interrupted, PatchError
-from dsv4patch.files import (copy_durable, install, remove_bytecode, sha256,
-                             writable_problem)
+from dsv4patch.files import (
+    copy_durable,
+    install,
+    remove_bytecode,
+    sha256,
+    writable_problem,
+)
 from dsv4patch.journal import APPLIED, FileRecord, Journal
 from dsv4patch.series import Series
 from dsv4patch.stage import Stage
@@ -69,7 +74,8 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool) -> ApplyRe
     with lock.locked([t.path for t in trees]), contextlib.ExitStack() as stages:
         step("locked")
         report.trees = [_settle_journal(series, tree, dry_run) for tree in trees]
-        pending = [(tree, result) for tree, result in zip(trees, report.trees)
+        pending = [(tree, result)
+                   for tree, result in zip(trees, report.trees, strict=True)
                    if result.state == "pending"]
         if not pending:
             report.state = "already applied"
@@ -77,7 +83,7 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool) -> ApplyRe
 
         plans = [_plan(series, tree, stages) for tree, _ in pending]
         report.state = "would apply" if dry_run else "applied"
-        for (_, result), plan in zip(pending, plans):
+        for (_, result), plan in zip(pending, plans, strict=True):
             result.state, result.files = report.state, plan.records
         if not dry_run:
             _commit(series, plans)

@@ -36,8 +36,9 @@ TREE_PATH = click.Path(path_type=Path, file_okay=False)
 
 def common(command: Callable[..., Any]) -> Callable[..., Any]:
     """--json, -v and -q on every command (they may also precede the command)."""
-    command = click.option("--json", "as_json", is_flag=True,
-                           help="Print the result as JSON; the exit code is kept.")(command)
+    command = click.option(
+        "--json", "as_json", is_flag=True,
+        help="Print the result as JSON; the exit code is kept.")(command)
     command = click.option("-q", "--quiet", is_flag=True, default=None,
                            help="Only warnings and errors on stderr.")(command)
     return click.option("-v", "--verbose", is_flag=True, default=None,
@@ -48,8 +49,9 @@ def trees(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option("--vllm-ascend", "vllm_ascend", type=TREE_PATH,
                            help="vllm-ascend tree [$DSV4PATCH_VLLM_ASCEND, "
                            "/vllm-workspace/vllm-ascend]")(command)
-    return click.option("--vllm", type=TREE_PATH,
-                        help="vLLM tree [$DSV4PATCH_VLLM, /vllm-workspace/vllm]")(command)
+    return click.option(
+        "--vllm", type=TREE_PATH,
+        help="vLLM tree [$DSV4PATCH_VLLM, /vllm-workspace/vllm]")(command)
 
 
 def dry_run(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,6 +83,10 @@ def setup(verbose: bool | None, quiet: bool | None) -> None:
     root.propagate = False
 
 
+def _given(vllm: Path | None, vllm_ascend: Path | None) -> dict[str, Path | None]:
+    return {"vllm": vllm, "vllm-ascend": vllm_ascend}
+
+
 def emit(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result), indent=2))
@@ -97,7 +103,7 @@ def apply(vllm: Path | None, vllm_ascend: Path | None, dry_run: bool,
     """Apply the whole series to both trees, all or nothing."""
     setup(verbose, quiet)
     series = series_mod.load()
-    report = apply_mod.run(series, {"vllm": vllm, "vllm-ascend": vllm_ascend}, dry_run)
+    report = apply_mod.run(series, _given(vllm, vllm_ascend), dry_run)
     emit(report, as_json, render.apply_text)
 
 
@@ -108,7 +114,7 @@ def check(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
           quiet: bool | None, as_json: bool) -> None:
     """Dry-run the whole series, cumulatively; change nothing."""
     setup(verbose, quiet)
-    report = check_mod.run(series_mod.load(), {"vllm": vllm, "vllm-ascend": vllm_ascend})
+    report = check_mod.run(series_mod.load(), _given(vllm, vllm_ascend))
     emit(report, as_json, render.check_text)
     if report.state == "blocked":
         raise PatchError("the series cannot be applied to these trees as they are",
@@ -127,7 +133,7 @@ def revert(vllm: Path | None, vllm_ascend: Path | None, dry_run: bool,
            as_json: bool) -> None:
     """Undo what the journal recorded; never overwrite later edits."""
     setup(verbose, quiet)
-    report = revert_mod.run(series_mod.load(), {"vllm": vllm, "vllm-ascend": vllm_ascend},
+    report = revert_mod.run(series_mod.load(), _given(vllm, vllm_ascend),
                             dry_run, from_patches)
     emit(report, as_json, render.revert_text)
 
@@ -139,7 +145,7 @@ def status(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
            quiet: bool | None, as_json: bool) -> None:
     """Show each patch and file: applied, not applied, partly, edited."""
     setup(verbose, quiet)
-    report = status_mod.run(series_mod.load(), {"vllm": vllm, "vllm-ascend": vllm_ascend})
+    report = status_mod.run(series_mod.load(), _given(vllm, vllm_ascend))
     emit(report, as_json, render.status_text)
 
 
@@ -150,7 +156,7 @@ def drift(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
           quiet: bool | None, as_json: bool) -> None:
     """Compare every tracked file with the recorded base (rpm -V style)."""
     setup(verbose, quiet)
-    report = drift_mod.run(series_mod.load(), {"vllm": vllm, "vllm-ascend": vllm_ascend})
+    report = drift_mod.run(series_mod.load(), _given(vllm, vllm_ascend))
     emit(report, as_json, render.drift_text)
     if report.blocking:
         raise PatchError(f"{report.blocking} files the series touches differ from "
@@ -161,8 +167,10 @@ def drift(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
 @click.option("--url", required=True, help="Base URL of the server, e.g. "
               "http://127.0.0.1:8000")
 @click.option("--model", required=True, help="Served model name.")
-@click.option("--api-key", default=None, help="Bearer token, if the server needs one.")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request.")
+@click.option("--api-key", default=None,
+              help="Bearer token, if the server needs one.")
+@click.option("--timeout", default=120.0, show_default=True,
+              help="Seconds per request.")
 @common
 def probe(url: str, model: str, api_key: str | None, timeout: float,
           verbose: bool | None, quiet: bool | None, as_json: bool) -> None:
@@ -215,7 +223,8 @@ def main() -> None:
 
 def _crash_log() -> Path:
     directory = Path(os.environ.get("DSV4PATCH_LOG_DIR", tempfile.gettempdir()))
-    path = directory / f"dsv4patch-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = directory / f"dsv4patch-crash-{stamp}-{os.getpid()}.log"
     path.write_text(f"dsv4patch {__version__}\nargv: {sys.argv}\n\n"
                     + traceback.format_exc())
     return path

@@ -81,7 +81,8 @@ def probe_table(checks: Sequence[Any]) -> str:
     width = max((len(c.name) for c in checks), default=4)
     lines = [f"{'check':<{width}}  result  detail"]
     for c in checks:
-        lines.append(f"{c.name:<{width}}  {'pass' if c.passed else 'FAIL':<6}  {c.detail}")
+        verdict = "pass" if c.passed else "FAIL"
+        lines.append(f"{c.name:<{width}}  {verdict:<6}  {c.detail}")
     passed = sum(c.passed for c in checks)
     lines.append(f"{passed}/{len(checks)} checks passed")
     return "\n".join(lines)

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
-from dsv4patch.files import install, scratch_of, prune_empty_dirs, remove_bytecode, sha256
+from dsv4patch.files import (
+    install,
+    prune_empty_dirs,
+    remove_bytecode,
+    scratch_of,
+    sha256,
+)
 from dsv4patch.journal import FileRecord, Journal
 
 log = logging.getLogger(__name__)

@@ -42,14 +42,14 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool,
     with lock.locked([t.path for t in trees]):
         plans = [_plan(series, tree, from_patches) for tree in trees]
         report.trees = [TreeRevert(t.name, str(t.path), state, [r.path for r in recs])
-                        for t, (state, recs, _) in zip(trees, plans)]
+                        for t, (state, recs, _) in zip(trees, plans, strict=True)]
         if all(state == "nothing to revert" for state, _, _ in plans):
             return report
         report.state = "would revert" if dry_run else "reverted"
         if dry_run:
             return report
         with signals_raise():
-            for tree, (state, records, journal) in zip(trees, plans):
+            for tree, (state, records, journal) in zip(trees, plans, strict=True):
                 if journal is None and state != "nothing to revert":
                     records = _from_patches(series, tree, keep_backups=True)
                 if state != "nothing to revert":

@@ -192,7 +192,8 @@ def test_tree_at_another_version_is_refused(how: str, tmp_path: Path,
                                             full_series: Path, lock_dir: Path) -> None:
     trees = cli.make_trees("git-clone" if how == "git-tag" else "plain", tmp_path)
     if how == "version-file":
-        (trees.vllm / "vllm/_version.py").write_text("__version__ = version = '0.12.0'\n")
+        version_file = trees.vllm / "vllm/_version.py"
+        version_file.write_text("__version__ = version = '0.12.0'\n")
     elif how == "git-tag":
         cli.git(trees.vllm, "tag", "-d", "v0.13.0")
         cli.git(trees.vllm, "tag", "v0.12.0")
@@ -269,7 +270,8 @@ def test_missing_tree_is_refused(tmp_path: Path, full_series: Path,
 def test_trees_from_environment(tmp_path: Path, full_series: Path,
                                 lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
-    env = {"DSV4PATCH_VLLM": str(trees.vllm), "DSV4PATCH_VLLM_ASCEND": str(trees.ascend)}
+    env = {"DSV4PATCH_VLLM": str(trees.vllm),
+           "DSV4PATCH_VLLM_ASCEND": str(trees.ascend)}
     result = cli.run("apply", "--dry-run", series=full_series, lock_dir=lock_dir,
                      env=env)
     assert result.returncode == 0, result.stderr

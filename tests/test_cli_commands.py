@@ -203,7 +203,8 @@ def test_empty_series_is_nothing_to_do(tmp_path: Path) -> None:
 
 
 def test_probe_table_from_real_checks() -> None:
-    checks = [Check("plain", True, "323"), Check("thinking-high", False, "no reasoning")]
+    checks = [Check("plain", True, "323"),
+              Check("thinking-high", False, "no reasoning")]
     table = render.probe_table(checks)
     assert table.splitlines()[1].split()[:2] == ["plain", "pass"]
     assert table.splitlines()[2].split()[:2] == ["thinking-high", "FAIL"]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from dsv4patch.apply import STEPS
-from tests.support import cli, trees as support_trees
+from tests.support import cli
+from tests.support import trees as support_trees
 from tests.test_cli_apply import full_series  # noqa: F401  (shared fixture)
 
 # Steps at which the journal already says `applying`.
@@ -96,7 +97,8 @@ def test_sigterm_and_sigint_restore_everything(step: str, sig: str, tmp_path: Pa
     pristine = trees.digests()
 
     result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir,
-                     env={"DSV4PATCH_TEST_PAUSE_AT": step, "DSV4PATCH_TEST_SIGNAL": sig})
+                     env={"DSV4PATCH_TEST_PAUSE_AT": step,
+                          "DSV4PATCH_TEST_SIGNAL": sig})
 
     assert result.returncode == 130, result.stderr
     assert "Interrupted" in result.stderr

@@ -151,4 +151,5 @@ def broken_patch(tree: str, rel: str) -> str:
     good = append_patch(tree, rel, "# never applied")
     head, _, hunk = good.partition("@@ ")
     first_context = hunk.index("\n ") + 2
-    return head + "@@ " + hunk[:first_context] + "NOT-IN-THE-FILE " + hunk[first_context:]
+    broken = hunk[:first_context] + "NOT-IN-THE-FILE " + hunk[first_context:]
+    return head + "@@ " + broken
