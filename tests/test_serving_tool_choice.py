@@ -103,8 +103,8 @@ def test_auto_filter_is_inactive(ptc: Any) -> None:
 def test_cut_at_markup(ptc: Any) -> None:
     start = "<｜DSML｜tool_calls>"
 
-    assert ptc.cut_at_markup("Let me see.\n\n" + start + "\n<｜DSML｜invoke", start) == (
-        "Let me see.")
+    cut = ptc.cut_at_markup("Let me see.\n\n" + start + "\n<｜DSML｜invoke", start)
+    assert cut == "Let me see."
     assert ptc.cut_at_markup(start + "junk", start) is None
     assert ptc.cut_at_markup("plain", start) == "plain"
     assert ptc.cut_at_markup(None, start) is None

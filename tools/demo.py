@@ -39,7 +39,8 @@ IGNORED_DIRS = {"__pycache__"}
 def dsv4patch(*args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "dsv4patch", *args]
     if args[0] != "probe":
-        argv += ["--vllm", str(TREES["vllm"]), "--vllm-ascend", str(TREES["vllm-ascend"])]
+        argv += ["--vllm", str(TREES["vllm"]),
+                 "--vllm-ascend", str(TREES["vllm-ascend"])]
     print("$ dsv4patch " + " ".join(argv[3:]), flush=True)
     return subprocess.run(argv, cwd=REPO, text=True, capture_output=capture,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -94,7 +95,8 @@ class Demo:
         print("\n== summary")
         width = max(len(name) for name, *_ in self.results)
         for name, ok, detail, seconds in self.results:
-            print(f"{name:<{width}}  {'ok  ' if ok else 'FAIL'}  {seconds:6.1f}s  {detail}")
+            verdict = "ok  " if ok else "FAIL"
+            print(f"{name:<{width}}  {verdict}  {seconds:6.1f}s  {detail}")
         passed = all(ok for _, ok, *_ in self.results)
         print("demo passed" if passed else "demo FAILED")
         return passed
@@ -148,8 +150,8 @@ def run_server_and_probe(demo: Demo, server: HarnessServer) -> None:
     if not demo.step("start patched server", start):
         print(server.log_tail())
         return
-    demo.step("probe", lambda: must(
-        dsv4patch("probe", "--url", server.url + "/v1", "--model", MODEL_NAME), "probe"))
+    probe = ("probe", "--url", server.url + "/v1", "--model", MODEL_NAME)
+    demo.step("probe", lambda: must(dsv4patch(*probe), "probe"))
 
     def stop() -> str:
         code = server.stop()

@@ -103,7 +103,9 @@ class HarnessServer:
         raise RuntimeError("harness server did not become healthy:\n" + self.log_tail())
 
     def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        if not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> int | None:
