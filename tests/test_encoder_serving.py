@@ -57,13 +57,18 @@ class ChatApp:
         self.loop.run_until_complete(init_app_state(client, app.state, args))
         return app, client
 
-    def post(self, body: dict, flags=(), model: str | None = None):
-        """POST a chat request; return (status, json, prompt text or None)."""
+    def app(self, flags=(), model: str | None = None):
+        """The (app, scripted engine client) pair for a model and flag set."""
         model = model or self.model_path
         key = (model, *flags)
         if key not in self.apps:
             self.apps[key] = self._build(model, (*BASE_FLAGS, *flags))
-        app, client = self.apps[key]
+        return self.apps[key]
+
+    def post(self, body: dict, flags=(), model: str | None = None):
+        """POST a chat request; return (status, json, prompt text or None)."""
+        model = model or self.model_path
+        app, client = self.app(flags, model)
         seen = len(client.requests)
 
         async def send():
@@ -217,6 +222,49 @@ def test_0731_checkpoint_is_detected(chat, model_0731, effort, preamble):
         assert prompt.startswith("<｜begin▁of▁sentence｜><｜User｜>Hi")
     else:
         assert prompt.startswith("<｜begin▁of▁sentence｜>" + preamble)
+
+
+# --- the serving path renders text and never decodes the prompt -----------------
+
+
+def test_preprocess_tokenizes_once_and_never_decodes(chat, monkeypatch):
+    from vllm.entrypoints.openai.protocol import ChatCompletionRequest
+
+    app, client = chat.app()
+    serving = app.state.openai_serving_chat
+    tokenizer = client.tokenizer
+    calls = {"decode": 0, "apply_chat_template": 0}
+
+    def spy(name):
+        method = getattr(tokenizer, name)
+
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+    for name in calls:
+        monkeypatch.setattr(tokenizer, name, spy(name))
+    request = ChatCompletionRequest.model_validate({
+        "model": chat.model_path,
+        "messages": _user("Weather in Paris?"),
+        "tools": WEATHER_TOOL,
+        "chat_template_kwargs": {"thinking": True},
+    })
+
+    _, prompts = chat.loop.run_until_complete(serving._preprocess_chat(
+        request, tokenizer, request.messages, chat_template=None,
+        chat_template_content_format="auto", tool_dicts=WEATHER_TOOL,
+        chat_template_kwargs=request.chat_template_kwargs,
+    ))
+
+    text = prompts[0]["prompt"]
+    assert text.endswith("<｜User｜>Weather in Paris?<｜Assistant｜><think>")
+    assert prompts[0]["prompt_token_ids"] == tokenizer.encode(
+        text, add_special_tokens=False
+    )
+    assert calls == {"decode": 0, "apply_chat_template": 0}
 
 
 # --- request shapes the chat path must carry through -------------------------
