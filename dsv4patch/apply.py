@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from dsv4patch import git, lock, restore
+from dsv4patch import bases, git, lock, originals, restore
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import Interrupted, PatchError
 from dsv4patch.files import (
@@ -22,21 +21,13 @@ from dsv4patch.files import (
     sha256,
     writable_problem,
 )
+from dsv4patch.hooks import step
 from dsv4patch.journal import APPLIED, FileRecord, Journal
 from dsv4patch.series import Series
 from dsv4patch.stage import Stage
 from dsv4patch.trees import Tree, check_base, resolve
 
 log = logging.getLogger(__name__)
-
-# Test hook: the process signals itself right after the named step (SIGKILL
-# unless DSV4PATCH_TEST_SIGNAL names another, e.g. TERM, INT or STOP), so the test
-# suite can prove that every step boundary is recoverable and that a second run
-# meets the lock. Never set it outside tests.
-PAUSE_ENV = "DSV4PATCH_TEST_PAUSE_AT"
-SIGNAL_ENV = "DSV4PATCH_TEST_SIGNAL"
-STEPS = ("locked", "backup", "journal", "replace-first", "replaced", "bytecode",
-         "committed")
 
 
 @dataclass
@@ -55,13 +46,6 @@ class ApplyReport:
     trees: list[TreeResult] = field(default_factory=list)
 
 
-def step(name: str) -> None:
-    log.debug("step %s done", name)
-    if os.environ.get(PAUSE_ENV) == name:
-        chosen = os.environ.get(SIGNAL_ENV, "KILL")
-        os.kill(os.getpid(), signal.Signals[f"SIG{chosen}"])
-
-
 def run(series: Series, given: dict[str, Path | None], dry_run: bool) -> ApplyReport:
     """Apply the series; return what happened per tree. Raises PatchError."""
     report = ApplyReport(series.version, "nothing to do")
@@ -78,7 +62,8 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool) -> ApplyRe
                    for tree, result in zip(trees, report.trees, strict=True)
                    if result.state == "pending"]
         if not pending:
-            report.state = "already applied"
+            recovering = any(result.recovered for result in report.trees)
+            report.state = "would apply" if recovering else "already applied"
             return report
 
         plans = [_plan(series, tree, stages) for tree, _ in pending]
@@ -102,10 +87,14 @@ def _settle_journal(series: Series, tree: Tree, dry_run: bool) -> TreeResult:
     result = TreeResult(tree.name, str(tree.path), "pending")
     journal = journal_mod.read(tree.path)
     if journal is None:
-        return result
+        journal = _adopt(series, tree, dry_run)
+        if journal is None:
+            return result
     if journal.state != APPLIED:
         log.info("%s: an earlier run was interrupted; rolling it back", tree.label)
-        if not dry_run:
+        if dry_run:
+            result.state = "would roll back an interrupted run, then apply"
+        else:
             restore.roll_back(tree.path, journal)
         result.recovered = True
         return result
@@ -127,6 +116,22 @@ def _settle_journal(series: Series, tree: Tree, dry_run: bool) -> TreeResult:
         )
     result.state, result.files = "already applied", journal.files
     return result
+
+
+def _adopt(series: Series, tree: Tree, dry_run: bool) -> Journal | None:
+    """A tree that holds the whole series but lost its journal gets it back."""
+    manifest = bases.load(tree.name, series.bases[tree.name]["version"])
+    if all(sha256(tree.path / rel) == manifest.get(rel)
+           for rel in series.footprint(tree.name)):
+        return None
+    try:
+        journal = originals.rebuild_journal(series, tree, APPLIED, dry_run)
+    except PatchError:
+        return None  # not simply applied; planning explains what is wrong
+    log.warning("%s: the series was applied but its journal was missing; %s it "
+                "from the patches", tree.label, "would rebuild" if dry_run else
+                "rebuilt")
+    return journal
 
 
 def _plan(series: Series, tree: Tree, stages: contextlib.ExitStack) -> Plan:

@@ -14,6 +14,7 @@ from dsv4patch.files import (
     scratch_of,
     sha256,
 )
+from dsv4patch.hooks import step
 from dsv4patch.journal import FileRecord, Journal
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def refuse_edited(tree: Path, edited: list[str]) -> None:
 
 def restore(tree: Path, records: list[FileRecord]) -> None:
     """Return each file to its recorded `before` content, or remove it."""
-    for record in records:
+    for number, record in enumerate(records):
         target = tree / record.path
         if record.before is None:
             target.unlink(missing_ok=True)
@@ -60,6 +61,8 @@ def restore(tree: Path, records: list[FileRecord]) -> None:
             install(backup, target)
         remove_bytecode(tree, record.path)
         log.debug("restored %s", target)
+        if number == 0:
+            step("restore-first")
 
 
 def roll_back(tree: Path, journal: Journal) -> None:

@@ -6,14 +6,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, lock, restore
+from dsv4patch import bases, lock, originals, restore
 from dsv4patch import journal as journal_mod
 from dsv4patch.apply import signals_raise
 from dsv4patch.errors import PatchError
-from dsv4patch.files import install, sha256
+from dsv4patch.files import sha256
+from dsv4patch.hooks import step
 from dsv4patch.journal import REVERTING, FileRecord, Journal
 from dsv4patch.series import Series
-from dsv4patch.stage import Stage
 from dsv4patch.trees import Tree, resolve
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,12 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool,
         if dry_run:
             return report
         with signals_raise():
+            for tree, (state, _, _) in zip(trees, plans, strict=True):
+                if state == "revert from the patches":
+                    # Written for every tree first, so a run killed halfway
+                    # resumes from the journals like any other revert.
+                    originals.rebuild_journal(series, tree, REVERTING)
             for tree, (state, records, journal) in zip(trees, plans, strict=True):
-                if journal is None and state != "nothing to revert":
-                    records = _from_patches(series, tree, keep_backups=True)
                 if state != "nothing to revert":
                     _commit(tree, records, journal)
         for entry in report.trees:
@@ -70,7 +73,8 @@ def _plan(series: Series, tree: Tree,
         journal = None
     if journal is None:
         if from_patches:
-            return "revert from the patches", _from_patches(series, tree), None
+            journal = originals.rebuild_journal(series, tree, REVERTING, dry_run=True)
+            return "revert from the patches", journal.files, journal
         return _no_journal(series, tree), [], None
 
     pending, edited = restore.sort_files(tree.path, journal)
@@ -95,40 +99,11 @@ def _no_journal(series: Series, tree: Tree) -> str:
     return "nothing to revert"
 
 
-def _from_patches(series: Series, tree: Tree,
-                  keep_backups: bool = False) -> list[FileRecord]:
-    """Reverse the series on a stage; accept only if that yields the originals."""
-    manifest = bases.load(tree.name, series.bases[tree.name]["version"])
-    footprint = series.footprint(tree.name)
-    with Stage(tree.path, footprint) as stage:
-        for patch in reversed(series.for_tree(tree.name)):
-            if not stage.unapply(patch):
-                raise PatchError(
-                    f"{patch.file} does not reverse cleanly in {tree.label}",
-                    hint="the files do not hold the patched content; restore them "
-                    "from a pristine tree (see `dsv4patch drift`)")
-        wrong = [rel for rel in footprint if stage.hash(rel) != manifest.get(rel)]
-        if wrong:
-            raise PatchError(f"reversing the series in {tree.label} does not give "
-                             f"the originals of {', '.join(wrong[:3])}",
-                             hint="restore these files from a pristine tree")
-        records = [FileRecord(rel, manifest.get(rel), sha256(tree.path / rel))
-                   for rel in footprint]
-        if not keep_backups:
-            return records
-        # Keep the originals as backups so the shared restore path can use them.
-        journal_mod.prepare(tree.path)
-        for record in records:
-            if record.before is not None:
-                install(stage.root / record.path,
-                        journal_mod.backup_path(tree.path, record.path))
-    return records
-
-
 def _commit(tree: Tree, records: list[FileRecord], journal: Journal | None) -> None:
-    if journal is not None:
+    if journal is not None and journal.state != REVERTING:
         journal.state = REVERTING
         journal_mod.write(tree.path, journal)
+    step("revert-journal")
     restore.restore(tree.path, records)
     journal_mod.remove(tree.path)
     log.info("%s: reverted %d files", tree.label, len(records))

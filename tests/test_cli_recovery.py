@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dsv4patch.apply import STEPS
+from dsv4patch.hooks import APPLY_STEPS as STEPS
+from dsv4patch.hooks import REVERT_STEPS
 from tests.support import cli
 from tests.support import trees as support_trees
 from tests.test_cli_apply import full_series  # noqa: F401  (shared fixture)
@@ -86,6 +87,28 @@ def test_sigkill_at_each_step_is_recoverable(step: str, recover_with: str,
         assert [t["state"] for t in final["trees"]] == ["applied", "applied"]
     else:
         assert trees.digests() == pristine
+
+
+@pytest.mark.parametrize("step", REVERT_STEPS)
+def test_sigkill_during_revert_resumes(step: str, tmp_path: Path,
+                                       full_series: Path,  # noqa: F811
+                                       lock_dir: Path) -> None:
+    trees = cli.make_trees("git-clone", tmp_path)
+    pristine = trees.digests()
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+
+    killed = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir,
+                     env={"DSV4PATCH_TEST_PAUSE_AT": step})
+    assert killed.returncode == -signal.SIGKILL
+    status = json.loads(cli.run("status", "--json", *trees.args, series=full_series,
+                                lock_dir=lock_dir).stdout)
+    assert status["trees"][0]["state"] == "interrupted"
+    assert status["trees"][0]["journal"] == "reverting"
+
+    assert cli.run("revert", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    assert trees.digests() == pristine
 
 
 @pytest.mark.parametrize("sig", ["TERM", "INT"])
@@ -193,8 +216,52 @@ def test_lost_journal_is_named_and_recoverable(tmp_path: Path,
     refused = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
     assert refused.returncode == 1 and "--from-patches" in refused.stderr
 
-    rescued = cli.run("revert", "--from-patches", *trees.args, series=full_series,
-                      lock_dir=lock_dir)
+    # apply is idempotent here too, and gives the trees their journals back.
+    adopted = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert adopted.returncode == 0, adopted.stderr
+    assert "already applied" in adopted.stdout and "journal was missing" in \
+        adopted.stderr
+    reverted = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
+    assert reverted.returncode == 0, reverted.stderr
+    assert trees.digests() == pristine
+
+
+def test_dry_run_after_a_kill_changes_nothing(tmp_path: Path,
+                                              full_series: Path,  # noqa: F811
+                                              lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir,
+            env={"DSV4PATCH_TEST_PAUSE_AT": "replaced"})
+    before = trees.digests()
+
+    result = cli.run("apply", "--dry-run", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+
+    assert result.returncode == 0, result.stderr
+    assert "would roll back an interrupted run" in result.stdout
+    assert trees.digests() == before
+
+
+def test_revert_from_patches_killed_halfway_resumes(tmp_path: Path,
+                                                    full_series: Path,  # noqa: F811
+                                                    lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    pristine = trees.digests()
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    for tree in (trees.vllm, trees.ascend):
+        subprocess.run(["rm", "-rf", str(tree / ".dsv4patch")], check=True)
+    killed = cli.run("revert", "--from-patches", *trees.args, series=full_series,
+                     lock_dir=lock_dir,
+                     env={"DSV4PATCH_TEST_PAUSE_AT": "restore-first"})
+    assert killed.returncode == -signal.SIGKILL
+
+    # The rebuilt journal was written before the first file moved: status sees an
+    # interrupted revert, and a plain revert finishes it.
+    status = json.loads(cli.run("status", "--json", *trees.args, series=full_series,
+                                lock_dir=lock_dir).stdout)
+    assert status["trees"][0]["state"] == "interrupted"
+    rescued = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
     assert rescued.returncode == 0, rescued.stderr
     assert trees.digests() == pristine
 
