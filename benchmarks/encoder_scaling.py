@@ -30,18 +30,23 @@ WORDS = (
     "weather policy office deploy cluster latency token prompt cache shard "
     "Zürich 北京 résumé value index query result build error retry queue"
 ).split()
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "run",
-        "description": "Run a shell command in the sandbox.",
-        "parameters": {
-            "type": "object",
-            "properties": {"cmd": {"type": "string"}, "timeout": {"type": "integer"}},
-            "required": ["cmd"],
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "run",
+            "description": "Run a shell command in the sandbox.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "cmd": {"type": "string"},
+                    "timeout": {"type": "integer"},
+                },
+                "required": ["cmd"],
+            },
         },
-    },
-}]
+    }
+]
 
 
 def _text(rng: random.Random, chars: int) -> str:
@@ -66,14 +71,16 @@ def conversation(turns: int, seed: int = 0) -> list[dict]:
                 "role": "assistant",
                 "content": "",
                 "reasoning_content": _text(rng, 600),
-                "tool_calls": [{
-                    "id": call_id,
-                    "type": "function",
-                    "function": {
-                        "name": "run",
-                        "arguments": {"cmd": _text(rng, 200), "timeout": 30},
-                    },
-                }],
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {
+                            "name": "run",
+                            "arguments": {"cmd": _text(rng, 200), "timeout": 30},
+                        },
+                    }
+                ],
             },
             {"role": "tool", "tool_call_id": call_id, "content": _text(rng, 1200)},
         ]
@@ -112,7 +119,7 @@ def render_table(max_turns: int) -> list[str]:
         messages = conversation(turns)
         prompt = encode_messages(messages, thinking_mode="thinking")
         repeats = 20 if turns <= 64 else 5
-        seconds = best_of(lambda: encode_messages(messages), repeats)
+        seconds = best_of(lambda m=messages: encode_messages(m), repeats)
 
         ratio = ""
         if previous is not None and previous[1] > 0:
@@ -146,11 +153,13 @@ def serving_table(model: Path, sizes: list[int]) -> list[str]:
         prompt = tokenizer.render_prompt(messages, thinking=True)
         ids = tokenizer.encode(prompt, add_special_tokens=False)
 
-        render = best_of(lambda: tokenizer.render_prompt(messages, thinking=True), 3)
-        encode = best_of(
-            lambda: tokenizer.encode(prompt, add_special_tokens=False), 3
+        render = best_of(
+            lambda m=messages: tokenizer.render_prompt(m, thinking=True), 3
         )
-        decode = best_of(lambda: tokenizer.decode(ids), 3)
+        encode = best_of(
+            lambda p=prompt: tokenizer.encode(p, add_special_tokens=False), 3
+        )
+        decode = best_of(lambda i=ids: tokenizer.decode(i), 3)
         rows.append(
             f"| {turns:,} | {len(ids):,} | {render * 1000:.0f} ms "
             f"| {encode:.2f} s | {decode:.2f} s |"

@@ -47,7 +47,9 @@ def _render(tokenizer, case: dict, tokenize: bool):
     if case["reasoning_effort"] is not None:
         kwargs["reasoning_effort"] = case["reasoning_effort"]
     return tokenizer.apply_chat_template(
-        case["messages"], tokenize=tokenize, drop_thinking=case["drop_thinking"],
+        case["messages"],
+        tokenize=tokenize,
+        drop_thinking=case["drop_thinking"],
         **kwargs,
     )
 

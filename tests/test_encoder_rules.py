@@ -35,8 +35,11 @@ def _think(enc, messages, **kwargs):
 
 
 def _call(call_id, name, arguments):
-    return {"id": call_id, "type": "function",
-            "function": {"name": name, "arguments": arguments}}
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
 
 
 # --- thinking switch -------------------------------------------------------------
@@ -65,12 +68,24 @@ def test_thinking_requested(enc, kwargs, expected):
 
 
 ORIGINAL = {
-    None: None, "minimal": "high", "low": "high", "medium": "high",
-    "high": "high", "xhigh": "max", "max": "max", "none": None,
+    None: None,
+    "minimal": "high",
+    "low": "high",
+    "medium": "high",
+    "high": "high",
+    "xhigh": "max",
+    "max": "max",
+    "none": None,
 }
 PROFILE_0731 = {
-    None: "high", "minimal": "low", "low": "low", "medium": "low",
-    "high": "high", "xhigh": "high", "max": "max", "none": None,
+    None: "high",
+    "minimal": "low",
+    "low": "low",
+    "medium": "low",
+    "high": "high",
+    "xhigh": "high",
+    "max": "max",
+    "none": None,
 }
 
 
@@ -131,25 +146,31 @@ def test_unknown_role_is_refused(enc):
 
 
 def test_consecutive_assistants_each_end_with_eos(enc):
-    messages = [{"role": "user", "content": "q"},
-                {"role": "assistant", "content": "x"},
-                {"role": "assistant", "content": "y"}]
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "x"},
+        {"role": "assistant", "content": "y"},
+    ]
 
     assert _chat(enc, messages).endswith(f"</think>x{EOS}y{EOS}")
 
 
 def test_mid_conversation_system_is_glued(enc):
-    messages = [{"role": "user", "content": "q"},
-                {"role": "assistant", "content": "a"},
-                {"role": "system", "content": "new rule"},
-                {"role": "user", "content": "r"}]
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a"},
+        {"role": "system", "content": "new rule"},
+        {"role": "user", "content": "r"},
+    ]
 
     assert f"a{EOS}new rule<｜User｜>r<｜Assistant｜></think>" in _chat(enc, messages)
 
 
 def test_reminder_after_user_gets_the_transition(enc):
-    messages = [{"role": "user", "content": "q"},
-                {"role": "latest_reminder", "content": "2026-01-01"}]
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "latest_reminder", "content": "2026-01-01"},
+    ]
 
     assert _think(enc, messages) == (
         BOS + "<｜User｜>q<｜Assistant｜><think><｜latest_reminder｜>2026-01-01"
@@ -157,10 +178,12 @@ def test_reminder_after_user_gets_the_transition(enc):
 
 
 def test_developer_before_last_user_is_dropped_in_thinking(enc):
-    messages = [{"role": "system", "content": "SYS"},
-                {"role": "developer", "content": "dev"},
-                {"role": "assistant", "content": "answer", "reasoning_content": "r"},
-                {"role": "user", "content": "next"}]
+    messages = [
+        {"role": "system", "content": "SYS"},
+        {"role": "developer", "content": "dev"},
+        {"role": "assistant", "content": "answer", "reasoning_content": "r"},
+        {"role": "user", "content": "next"},
+    ]
 
     assert _think(enc, messages) == (
         BOS + f"SYSanswer{EOS}<｜User｜>next<｜Assistant｜><think>"
@@ -177,24 +200,33 @@ def test_empty_developer_is_refused(enc):
     [
         ("chat", {"content": "PRE"}, "<｜Assistant｜></think>PRE"),
         ("thinking", {"content": "PRE"}, "<｜Assistant｜><think></think>PRE"),
-        ("thinking", {"content": "", "reasoning_content": "R"},
-         "<｜Assistant｜><think>R</think>"),
+        (
+            "thinking",
+            {"content": "", "reasoning_content": "R"},
+            "<｜Assistant｜><think>R</think>",
+        ),
     ],
 )
 def test_prefix_continuation(enc, mode, assistant, ending):
-    messages = [{"role": "user", "content": "q"},
-                {"role": "assistant", "wo_eos": True, **assistant}]
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "wo_eos": True, **assistant},
+    ]
 
     assert enc.encode_messages(messages, thinking_mode=mode).endswith(ending)
 
 
 def test_task_turn_is_not_merged_and_next_answer_has_no_reasoning(enc):
-    messages = [{"role": "user", "content": "a", "task": "title"},
-                {"role": "user", "content": "b"}]
+    messages = [
+        {"role": "user", "content": "a", "task": "title"},
+        {"role": "user", "content": "b"},
+    ]
     assert _chat(enc, messages) == BOS + "<｜User｜>a<｜User｜>b<｜Assistant｜></think>"
 
-    messages = [{"role": "user", "content": "a", "task": "action"},
-                {"role": "assistant", "content": "Search", "reasoning_content": "r"}]
+    messages = [
+        {"role": "user", "content": "a", "task": "action"},
+        {"role": "assistant", "content": "Search", "reasoning_content": "r"},
+    ]
     assert _think(enc, messages) == (
         BOS + f"<｜User｜>a<｜Assistant｜><think><｜action｜>Search{EOS}"
     )
@@ -206,11 +238,14 @@ def test_unknown_task_is_refused(enc):
 
 
 def test_context_renders_only_new_messages(enc):
-    context = [{"role": "user", "content": "a"},
-               {"role": "assistant", "content": "x", "reasoning_content": "r"}]
+    context = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "x", "reasoning_content": "r"},
+    ]
 
-    prompt = _think(enc, [{"role": "user", "content": "b"}], context=context,
-                    reasoning_effort="max")
+    prompt = _think(
+        enc, [{"role": "user", "content": "b"}], context=context, reasoning_effort="max"
+    )
 
     assert prompt == "<｜User｜>b<｜Assistant｜><think>"
 
@@ -221,8 +256,11 @@ def test_context_renders_only_new_messages(enc):
 def test_tool_results_sorted_by_call_order_text_stays(enc):
     messages = [
         {"role": "user", "content": "go"},
-        {"role": "assistant", "content": "",
-         "tool_calls": [_call("a", "f", "{}"), _call("b", "g", "{}")]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [_call("a", "f", "{}"), _call("b", "g", "{}")],
+        },
         {"role": "tool", "tool_call_id": "b", "content": "B"},
         {"role": "user", "content": "between"},
         {"role": "tool", "tool_call_id": "a", "content": "A"},
@@ -237,8 +275,11 @@ def test_tool_results_sorted_by_call_order_text_stays(enc):
 def test_tool_results_without_ids_keep_arrival_order(enc):
     messages = [
         {"role": "user", "content": "go"},
-        {"role": "assistant", "content": "",
-         "tool_calls": [_call("a", "f", "{}"), _call("b", "g", "{}")]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [_call("a", "f", "{}"), _call("b", "g", "{}")],
+        },
         {"role": "tool", "content": "second"},
         {"role": "tool", "content": "first"},
     ]
@@ -249,11 +290,16 @@ def test_tool_results_without_ids_keep_arrival_order(enc):
 
 
 def test_tool_result_content_shapes(enc):
-    content = [{"type": "text", "text": "a"}, {"type": "image_url"},
-               {"type": "text", "text": "b"}]
-    messages = [{"role": "user", "content": "go"},
-                {"role": "tool", "content": content},
-                {"role": "tool", "content": None}]
+    content = [
+        {"type": "text", "text": "a"},
+        {"type": "image_url"},
+        {"type": "text", "text": "b"},
+    ]
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "tool", "content": content},
+        {"role": "tool", "content": None},
+    ]
 
     assert (
         "<tool_result>a\n\n[Unsupported image_url]\n\nb</tool_result>\n\n"
@@ -264,32 +310,45 @@ def test_tool_result_content_shapes(enc):
 @pytest.mark.parametrize(
     ("arguments", "params"),
     [
-        ('{"q": "x", "n": 1e2}',
-         '<｜DSML｜parameter name="q" string="true">x</｜DSML｜parameter>\n'
-         '<｜DSML｜parameter name="n" string="false">100.0</｜DSML｜parameter>'),
+        (
+            '{"q": "x", "n": 1e2}',
+            '<｜DSML｜parameter name="q" string="true">x</｜DSML｜parameter>\n'
+            '<｜DSML｜parameter name="n" string="false">100.0</｜DSML｜parameter>',
+        ),
         ({"q": "x"}, '<｜DSML｜parameter name="q" string="true">x</｜DSML｜parameter>'),
-        ("not json",
-         '<｜DSML｜parameter name="arguments" string="true">not json'
-         "</｜DSML｜parameter>"),
+        (
+            "not json",
+            '<｜DSML｜parameter name="arguments" string="true">not json'
+            "</｜DSML｜parameter>",
+        ),
         ("", ""),
         (None, ""),
     ],
 )
 def test_call_arguments(enc, arguments, params):
-    messages = [{"role": "user", "content": "go"},
-                {"role": "assistant", "content": "",
-                 "tool_calls": [_call("a", "f", arguments)]}]
+    messages = [
+        {"role": "user", "content": "go"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [_call("a", "f", arguments)],
+        },
+    ]
 
-    assert (
-        f'<｜DSML｜invoke name="f">\n{params}\n</｜DSML｜invoke>' in _chat(enc, messages)
-    )
+    invoke = f'<｜DSML｜invoke name="f">\n{params}\n</｜DSML｜invoke>'
+    assert invoke in _chat(enc, messages)
 
 
 @pytest.mark.parametrize("arguments", ["[1, 2]", "5", "null", ["x"]])
 def test_call_arguments_not_an_object_are_refused(enc, arguments):
-    messages = [{"role": "user", "content": "go"},
-                {"role": "assistant", "content": "",
-                 "tool_calls": [_call("a", "f", arguments)]}]
+    messages = [
+        {"role": "user", "content": "go"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [_call("a", "f", arguments)],
+        },
+    ]
 
     with pytest.raises(ValueError, match="'f' must be a JSON object"):
         _chat(enc, messages)
@@ -297,9 +356,11 @@ def test_call_arguments_not_an_object_are_refused(enc, arguments):
 
 def test_tools_on_user_message_are_ignored_and_keep_dropping(enc):
     tools = [{"type": "function", "function": {"name": "f"}}]
-    messages = [{"role": "user", "content": "a", "tools": tools},
-                {"role": "assistant", "content": "x", "reasoning_content": "r"},
-                {"role": "user", "content": "b"}]
+    messages = [
+        {"role": "user", "content": "a", "tools": tools},
+        {"role": "assistant", "content": "x", "reasoning_content": "r"},
+        {"role": "user", "content": "b"},
+    ]
 
     prompt = _think(enc, messages)
 
@@ -309,9 +370,15 @@ def test_tools_on_user_message_are_ignored_and_keep_dropping(enc):
 
 def test_response_format_after_tools(enc):
     tools = [{"type": "function", "function": {"name": "f"}}]
-    messages = [{"role": "system", "content": "S", "tools": tools,
-                 "response_format": {"type": "json_object"}},
-                {"role": "user", "content": "q", "response_format": {"x": 1}}]
+    messages = [
+        {
+            "role": "system",
+            "content": "S",
+            "tools": tools,
+            "response_format": {"type": "json_object"},
+        },
+        {"role": "user", "content": "q", "response_format": {"x": 1}},
+    ]
 
     prompt = _chat(enc, messages)
 
@@ -356,8 +423,12 @@ def test_encoding_never_mutates_the_caller(enc):
     messages = [
         {"role": "system", "content": "S", "tools": TOOLS},
         {"role": "user", "content": "go"},
-        {"role": "assistant", "content": "", "reasoning_content": "r",
-         "tool_calls": [_call("b", "f", '{"x": 1}'), _call("a", "f", {"y": 2})]},
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "r",
+            "tool_calls": [_call("b", "f", '{"x": 1}'), _call("a", "f", {"y": 2})],
+        },
         {"role": "tool", "tool_call_id": "a", "content": "A"},
         {"role": "tool", "tool_call_id": "b", "content": "B"},
         {"role": "user", "content": "more"},
@@ -412,8 +483,9 @@ def test_encoder_module_imports_without_torch(patched_vllm):
         "('torch', 'transformers', 'vllm')))\n"
     )
 
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
 
     assert result.stdout.strip() == "[]"
     assert importlib.util.find_spec("vllm.tokenizers.deepseek_v4_encoding")
@@ -480,8 +552,9 @@ def test_tokenizer_mode_is_accepted_by_the_cli(patched_vllm, model_path):
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     parser = make_arg_parser(FlexibleArgumentParser())
-    args = parser.parse_args(["--model", str(model_path),
-                              "--tokenizer-mode", "deepseek_v4"])
+    args = parser.parse_args(
+        ["--model", str(model_path), "--tokenizer-mode", "deepseek_v4"]
+    )
 
     config = AsyncEngineArgs.from_cli_args(args).create_model_config()
     tokenizer = cached_tokenizer_from_config(config)
@@ -494,11 +567,17 @@ def test_tokenizer_mode_is_accepted_by_the_cli(patched_vllm, model_path):
     ("body", "expected"),
     [
         ({"reasoning_effort": "max"}, {"reasoning_effort": "max"}),
-        ({"reasoning_effort": "none", "chat_template_kwargs": {"thinking": True}},
-         {"thinking": True, "reasoning_effort": "none"}),
-        ({"reasoning_effort": "max",
-          "chat_template_kwargs": {"reasoning_effort": "high"}},
-         {"reasoning_effort": "high"}),
+        (
+            {"reasoning_effort": "none", "chat_template_kwargs": {"thinking": True}},
+            {"thinking": True, "reasoning_effort": "none"},
+        ),
+        (
+            {
+                "reasoning_effort": "max",
+                "chat_template_kwargs": {"reasoning_effort": "high"},
+            },
+            {"reasoning_effort": "high"},
+        ),
         ({}, None),
     ],
 )
@@ -518,8 +597,12 @@ def test_request_accepts_dict_arguments_without_touching_them(patched_vllm):
     from vllm.entrypoints.openai.protocol import ChatCompletionRequest
 
     call = _call("a", "f", {"city": "Zürich", "days": 3})
-    data = {"messages": [{"role": "user", "content": "x"},
-                         {"role": "assistant", "content": "", "tool_calls": [call]}]}
+    data = {
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+        ]
+    }
     before = copy.deepcopy(data)
 
     request = ChatCompletionRequest.model_validate(data)
@@ -555,12 +638,30 @@ MESSAGE_VALUES = st.one_of(
 MESSAGES = st.lists(
     st.builds(
         lambda role, extra: {"role": role, **extra},
-        st.sampled_from(["system", "developer", "user", "assistant", "tool",
-                         "latest_reminder", "robot"]),
+        st.sampled_from(
+            [
+                "system",
+                "developer",
+                "user",
+                "assistant",
+                "tool",
+                "latest_reminder",
+                "robot",
+            ]
+        ),
         st.dictionaries(
-            st.sampled_from(["content", "reasoning_content", "tool_calls",
-                             "tool_call_id", "tools", "response_format", "task",
-                             "wo_eos"]),
+            st.sampled_from(
+                [
+                    "content",
+                    "reasoning_content",
+                    "tool_calls",
+                    "tool_call_id",
+                    "tools",
+                    "response_format",
+                    "task",
+                    "wo_eos",
+                ]
+            ),
             MESSAGE_VALUES,
             max_size=4,
         ),
@@ -570,8 +671,9 @@ MESSAGES = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(messages=MESSAGES, mode=st.sampled_from(["chat", "thinking"]),
-       drop=st.booleans())
+@given(
+    messages=MESSAGES, mode=st.sampled_from(["chat", "thinking"]), drop=st.booleans()
+)
 def test_any_message_list_renders_or_raises_value_error(enc, messages, mode, drop):
     # Anything but a ValueError would surface as a 500 instead of a 400.
     before = copy.deepcopy(messages)

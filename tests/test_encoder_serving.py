@@ -19,9 +19,13 @@ CASES = json.loads(
     (REPO.parent / "shared" / "cases" / "encoding-cases.json").read_text("utf-8")
 )
 BASE_FLAGS = (
-    "--tokenizer-mode", "deepseek_v4",
-    "--enable-auto-tool-choice", "--tool-call-parser", "deepseek_v32",
-    "--max-model-len", "8192",
+    "--tokenizer-mode",
+    "deepseek_v4",
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "deepseek_v32",
+    "--max-model-len",
+    "8192",
 )
 WEATHER_TOOL = CASES[0]["request"]["tools"]
 
@@ -40,11 +44,12 @@ class ChatApp:
         # Before anything else resolves vLLM's platform from this device-less build.
         _use_cpu_platform()
 
-        from tests.harness import model as scripted_model
-        from tests.harness.engine import ScriptedEngineClient
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.openai.api_server import build_app, init_app_state
         from vllm.tokenizers import cached_tokenizer_from_config
+
+        from tests.harness import model as scripted_model
+        from tests.harness.engine import ScriptedEngineClient
 
         _, args = _parse(["--port", "1", "--", "--model", model, *flags])
         config = AsyncEngineArgs.from_cli_args(args).create_engine_config()
@@ -81,7 +86,9 @@ class ChatApp:
                 )
 
         response = self.loop.run_until_complete(send())
-        prompt = client.requests[-1].prompt_text if len(client.requests) > seen else None
+        prompt = None
+        if len(client.requests) > seen:
+            prompt = client.requests[-1].prompt_text
         return response.status_code, response.json(), prompt
 
     def close(self):
@@ -151,11 +158,13 @@ def test_thinking_kwarg_opens_reasoning(chat, key):
 
 
 def test_top_level_max_effort_renders_preamble(chat):
-    status, body, prompt = chat.post({
-        "messages": _user("What is 17*19?"),
-        "chat_template_kwargs": {"thinking": True},
-        "reasoning_effort": "max",
-    })
+    status, body, prompt = chat.post(
+        {
+            "messages": _user("What is 17*19?"),
+            "chat_template_kwargs": {"thinking": True},
+            "reasoning_effort": "max",
+        }
+    )
 
     assert status == 200, body
     assert prompt.startswith(
@@ -165,22 +174,26 @@ def test_top_level_max_effort_renders_preamble(chat):
 
 
 def test_kwargs_effort_wins_over_top_level(chat):
-    status, _, prompt = chat.post({
-        "messages": _user("Hi"),
-        "chat_template_kwargs": {"thinking": True, "reasoning_effort": "high"},
-        "reasoning_effort": "max",
-    })
+    status, _, prompt = chat.post(
+        {
+            "messages": _user("Hi"),
+            "chat_template_kwargs": {"thinking": True, "reasoning_effort": "high"},
+            "reasoning_effort": "max",
+        }
+    )
 
     assert status == 200
     assert "Reasoning Effort" not in prompt
 
 
 def test_effort_none_switches_thinking_off(chat):
-    status, _, prompt = chat.post({
-        "messages": _user("Hi"),
-        "chat_template_kwargs": {"thinking": True},
-        "reasoning_effort": "none",
-    })
+    status, _, prompt = chat.post(
+        {
+            "messages": _user("Hi"),
+            "chat_template_kwargs": {"thinking": True},
+            "reasoning_effort": "none",
+        }
+    )
 
     assert status == 200
     assert prompt.endswith("<｜Assistant｜></think>")
@@ -246,18 +259,26 @@ def test_preprocess_tokenizes_once_and_never_decodes(chat, monkeypatch):
 
     for name in calls:
         monkeypatch.setattr(tokenizer, name, spy(name))
-    request = ChatCompletionRequest.model_validate({
-        "model": chat.model_path,
-        "messages": _user("Weather in Paris?"),
-        "tools": WEATHER_TOOL,
-        "chat_template_kwargs": {"thinking": True},
-    })
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": chat.model_path,
+            "messages": _user("Weather in Paris?"),
+            "tools": WEATHER_TOOL,
+            "chat_template_kwargs": {"thinking": True},
+        }
+    )
 
-    _, prompts = chat.loop.run_until_complete(serving._preprocess_chat(
-        request, tokenizer, request.messages, chat_template=None,
-        chat_template_content_format="auto", tool_dicts=WEATHER_TOOL,
-        chat_template_kwargs=request.chat_template_kwargs,
-    ))
+    _, prompts = chat.loop.run_until_complete(
+        serving._preprocess_chat(
+            request,
+            tokenizer,
+            request.messages,
+            chat_template=None,
+            chat_template_content_format="auto",
+            tool_dicts=WEATHER_TOOL,
+            chat_template_kwargs=request.chat_template_kwargs,
+        )
+    )
 
     text = prompts[0]["prompt"]
     assert text.endswith("<｜User｜>Weather in Paris?<｜Assistant｜><think>")
@@ -273,10 +294,20 @@ def test_preprocess_tokenizes_once_and_never_decodes(chat, monkeypatch):
 def test_history_arguments_as_json_string(chat):
     messages = [
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "tool_calls": [{
-            "id": "c1", "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-        }]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "arguments": '{"city": "Paris"}',
+                    },
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
     ]
 
@@ -309,11 +340,13 @@ def test_task_and_prefix_keys_reach_the_encoder(chat):
 def test_continue_final_message_drops_eos(chat):
     messages = _user("Count") + [{"role": "assistant", "content": "1, 2,"}]
 
-    status, body, prompt = chat.post({
-        "messages": messages,
-        "add_generation_prompt": False,
-        "continue_final_message": True,
-    })
+    status, body, prompt = chat.post(
+        {
+            "messages": messages,
+            "add_generation_prompt": False,
+            "continue_final_message": True,
+        }
+    )
 
     assert status == 200, body
     assert prompt.endswith("<｜User｜>Count<｜Assistant｜></think>1, 2,")
@@ -358,31 +391,63 @@ BAD_REQUESTS = {
         ["ultra", "'max'"],
     ),
     "image-part": (
-        {"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url",
-             "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        ]}]},
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                        },
+                    ],
+                }
+            ]
+        },
         ["'image_url'", "only text"],
     ),
     "arguments-not-json": (
-        {"messages": _user("Hi") + [
-            {"role": "assistant", "content": "", "tool_calls": [{
-                "id": "c1", "type": "function",
-                "function": {"name": "get_weather", "arguments": "{city: Paris"},
-            }]},
-            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-        ]},
+        {
+            "messages": _user("Hi")
+            + [
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {
+                                "name": "get_weather",
+                                "arguments": "{city: Paris",
+                            },
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            ]
+        },
         ["'get_weather'", "not valid JSON"],
     ),
     "arguments-json-array": (
-        {"messages": _user("Hi") + [
-            {"role": "assistant", "content": "", "tool_calls": [{
-                "id": "c1", "type": "function",
-                "function": {"name": "get_weather", "arguments": "[1, 2]"},
-            }]},
-            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-        ]},
+        {
+            "messages": _user("Hi")
+            + [
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": "[1, 2]"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            ]
+        },
         ["'get_weather'", "JSON object"],
     ),
     "empty-developer-message": (
