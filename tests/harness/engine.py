@@ -187,11 +187,11 @@ class ScriptedEngineClient(EngineClient):
         if isinstance(script.text, str):
             flat = [tid for chunk in chunks for tid in chunk]
             sizes = itertools.cycle(STEP_PATTERNS[steps])
-            chunks = []
-            while flat:
-                size = next(sizes)
-                chunks.append(flat[:size])
-                flat = flat[size:]
+            chunks, start = [], 0
+            while start < len(flat):
+                end = start + next(sizes)
+                chunks.append(flat[start:end])
+                start = end
 
         produced = 0
         max_tokens = params.max_tokens
