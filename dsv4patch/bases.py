@@ -84,7 +84,7 @@ def record(tree: Path) -> str:
     return "".join(f"{sha256(tree / rel)}  {rel}\n" for rel in walk(tree))
 
 
-def sample_mismatches(tree: Path, manifest: dict[str, str]) -> int | None:
+def sample_mismatches(tree: Path, manifest: dict[str, str]) -> int:
     """Hash every SAMPLE_EVERY-th recorded file; return how many differ."""
     sample = sorted(manifest)[::SAMPLE_EVERY]
     return sum(sha256(tree / rel) != manifest[rel] for rel in sample)

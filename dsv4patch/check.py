@@ -9,7 +9,7 @@ from dsv4patch import git, variants
 from dsv4patch.errors import PatchError
 from dsv4patch.series import Series
 from dsv4patch.stage import APPLIED, APPLIES, Outcome, Stage
-from dsv4patch.trees import Tree, check_base, resolve
+from dsv4patch.trees import Tree, check_base, path_for, resolve
 
 
 @dataclass
@@ -55,7 +55,7 @@ def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
     try:
         tree = resolve(name, given)
     except PatchError as exc:
-        return TreeCheck(name, str(given or ""), problem=exc.message)
+        return TreeCheck(name, str(path_for(name, given)), problem=exc.message)
     result = TreeCheck(name, str(tree.path), tree.shape, tree.versions,
                        variants.consistent(tree.name))
     footprint = series.footprint(name)

@@ -28,8 +28,10 @@ def apply_text(report: ApplyReport) -> str:
 def check_text(report: CheckReport) -> str:
     lines = []
     for tree in report.trees:
-        lines.append(f"{tree.name} ({tree.path or 'not found'}): {tree.shape}"
-                     + (f", {_versions(tree.versions)}" if tree.versions else ""))
+        facts = [tree.shape] if tree.shape else []
+        facts += [_versions(tree.versions)] if tree.versions else []
+        lines.append(f"{tree.name} ({tree.path})" + (": " if facts else "")
+                     + ", ".join(facts))
         if tree.problem:
             lines.append(f"  problem: {tree.problem}")
         for outcome in tree.patches:

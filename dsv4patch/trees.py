@@ -35,10 +35,16 @@ class Tree:
         return f"{self.name} ({self.path})"
 
 
-def resolve(name: str, given: Path | None) -> Tree:
-    """Pick the tree from the option, the environment or the image default."""
+def path_for(name: str, given: Path | None) -> Path:
+    """The tree's path from the option, the environment or the image default."""
     env, default = DEFAULTS[name]
-    path = Path(given or os.environ.get(env) or default).absolute()
+    return Path(given or os.environ.get(env) or default).absolute()
+
+
+def resolve(name: str, given: Path | None) -> Tree:
+    """Return the tree at path_for(); raise PatchError if it is not one."""
+    env, _ = DEFAULTS[name]
+    path = path_for(name, given)
     if not path.is_dir():
         raise PatchError(f"the {name} tree {path} does not exist",
                          hint=f"name it with --{name} PATH or ${env}")
@@ -110,7 +116,7 @@ def check_base(tree: Tree, base_version: str, footprint: list[str],
     if not differing:
         return
     total = bases.sample_mismatches(tree.path, manifest)
-    if total is not None and total > bases.OTHER_VERSION_THRESHOLD:
+    if total > bases.OTHER_VERSION_THRESHOLD:
         raise PatchError(
             f"{tree.label} does not look like {tree.name} {base_version}: "
             f"{total} sampled tracked files differ",
