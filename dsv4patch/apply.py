@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from dsv4patch import bases, git, lock, originals, restore
+from dsv4patch import bases, git, lock, originals, restore, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import Interrupted, PatchError
 from dsv4patch.files import (
@@ -148,7 +148,23 @@ def _plan(series: Series, tree: Tree, stages: contextlib.ExitStack) -> Plan:
         stage.apply(patch)
         log.info("%s: %s applies", tree.name, patch.file)
     records = [FileRecord(rel, before[rel], stage.hash(rel)) for rel in footprint]
+    _refuse_syntax_errors(tree, stage, records)
     return Plan(tree, stage, records)
+
+
+def _refuse_syntax_errors(tree: Tree, stage: Stage, records: list[FileRecord]) -> None:
+    """Compile every patched module before it lands: a patch that applies
+    cleanly can still leave code that no longer parses."""
+    for record in records:
+        if record.after is None or not record.path.endswith(".py"):
+            continue
+        try:
+            compile((stage.root / record.path).read_bytes(), record.path, "exec",
+                    dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            raise PatchError(f"the patched {record.path} in {tree.label} does not "
+                             f"compile: {exc}", hint="fix the patch; nothing was "
+                             "changed") from exc
 
 
 def _commit(series: Series, plans: list[Plan]) -> None:
@@ -187,7 +203,7 @@ def _commit(series: Series, plans: list[Plan]) -> None:
 def _new_journal(series: Series, plan: Plan) -> Journal:
     patches = {p.file: p.sha256 for p in series.for_tree(plan.tree.name)}
     return Journal(plan.tree.name, series.version, series.digest, patches,
-                   plan.records)
+                   plan.records, variants=variants.consistent(plan.tree.name))
 
 
 def _write_backups(plan: Plan) -> None:

@@ -38,6 +38,7 @@ class Journal:
     patches: dict[str, str]
     files: list[FileRecord]
     state: str = APPLYING
+    variants: list[str] = field(default_factory=list)
     tool_version: str = __version__
     started: float = field(default_factory=time.time)
     finished: float | None = None

@@ -327,3 +327,19 @@ def test_revert_refuses_files_edited_after_apply(tmp_path: Path, full_series: Pa
     vllm = status["trees"][0]
     assert vllm["state"] == "edited after apply"
     assert vllm["files"]["vllm/dsv4patch_test/marker.py"] == "edited after apply"
+
+
+def test_patch_leaving_code_that_does_not_compile_is_refused(tmp_path: Path,
+                                                             lock_dir: Path) -> None:
+    rel = VLLM_EXTRA[0]
+    data = (cli.header("syntax error") + cli.append_patch("vllm", rel, "def (:"))
+    series = cli.write_series(tmp_path / "series", [
+        {"file": "0001-bad.patch", "tree": "vllm", "description": "b",
+         "origin": "tests"}], {"0001-bad.patch": data.encode()})
+    trees = cli.make_trees("plain", tmp_path)
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=series, lock_dir=lock_dir)
+
+    _refused(result, "does not compile")
+    assert rel in result.stderr and trees.digests() == before
