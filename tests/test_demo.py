@@ -1,5 +1,7 @@
 """`make demo` end to end: the README's main job must pass and leave the trees as found.
 
+It also shows the unpatched v0.13.0 failing first (HTTP 400 under MTP + async).
+
 It patches and reverts the image trees in the cache (the editable install), so it
 refuses, and this test fails, if those trees are not pristine when it starts.
 """
@@ -23,5 +25,8 @@ def test_demo_passes_and_leaves_the_trees_as_found() -> None:
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "10/10 checks passed" in result.stdout
+    assert "HTTP 400: async scheduling with spec decoding" in result.stdout
+    assert re.search(r"^before: probe on v0\.13\.0 .* ok .*as expected$",
+                     result.stdout, re.MULTILINE)
     assert re.search(r"^trees as found +ok ", result.stdout, re.MULTILINE)
     assert result.stdout.rstrip().endswith("demo passed")

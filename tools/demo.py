@@ -1,5 +1,7 @@
 """The whole job on the image trees, start to finish (`make demo`).
 
+    before: the unpatched server refuses the deepseek_v4 mode, and with the
+            flags it knows (DeepSeek-V3.2) the probe fails as operators saw
     check -> apply -> status -> patched server with the scripted engine -> probe
           -> stop -> revert -> the trees are byte for byte as found
 
@@ -27,7 +29,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.harness.launch import MODEL_NAME, PATCHED_FLAGS, HarnessServer  # noqa: E402
+from tests.harness.launch import (  # noqa: E402
+    MODEL_NAME,
+    PATCHED_FLAGS,
+    UNPATCHED_FLAGS,
+    HarnessServer,
+)
 from tests.support import trees  # noqa: E402
 
 IMAGE = trees.CACHE / "image" / "vllm-workspace"
@@ -96,7 +103,7 @@ class Demo:
         width = max(len(name) for name, *_ in self.results)
         for name, ok, detail, seconds in self.results:
             verdict = "ok  " if ok else "FAIL"
-            print(f"{name:<{width}}  {verdict}  {seconds:6.1f}s  {detail}")
+            print(f"{name:<{width}}  {verdict}  {seconds:6.1f}s  {detail[:110]}")
         passed = all(ok for _, ok, *_ in self.results)
         print("demo passed" if passed else "demo FAILED")
         return passed
@@ -122,10 +129,11 @@ def main() -> int:
         return 1
 
     work = Path(tempfile.mkdtemp(prefix="dsv4patch-demo-"))
-    server = HarnessServer(trees.model_dir(work / "model"), PATCHED_FLAGS,
-                           work / "server.log")
+    model = trees.model_dir(work / "model")
+    server = HarnessServer(model, PATCHED_FLAGS, work / "server.log")
     applied = False
     try:
+        show_unpatched(demo, model, work)
         if demo.step("check", lambda: must(dsv4patch("check"), "check")):
             applied = demo.step("apply", lambda: must(dsv4patch("apply"), "apply"))
         if applied:
@@ -142,6 +150,37 @@ def main() -> int:
     return 0
 
 
+def show_unpatched(demo: Demo, model: Path, work: Path) -> None:
+    """What operators saw on v0.13.0: both steps pass only if the server fails."""
+
+    def mode_rejected() -> str:
+        server = HarnessServer(model, PATCHED_FLAGS, work / "unpatched-v4.log")
+        try:
+            server.start()
+        except RuntimeError:
+            errors = [line for line in server.log_tail(200).splitlines()
+                      if "deepseek_v4" in line]
+            return "refused to start: " + (errors[-1].strip() if errors else "?")
+        finally:
+            server.stop()
+        raise RuntimeError("the unpatched tree accepted --tokenizer-mode deepseek_v4")
+
+    def probe_fails() -> str:
+        with HarnessServer(model, UNPATCHED_FLAGS, work / "unpatched.log") as server:
+            result = dsv4patch("probe", "--url", server.url + "/v1", "--model",
+                               MODEL_NAME, "--json", capture=True)
+        rows = json.loads(result.stdout)["checks"]
+        failed = [row for row in rows if not row["passed"]]
+        if result.returncode != 1 or not failed:
+            raise RuntimeError(f"probe exited {result.returncode} on v0.13.0")
+        for row in failed:
+            print(f"  FAIL {row['name']}: {row['detail'][:100]}")
+        return f"{len(failed)}/{len(rows)} checks fail, exit 1, as expected"
+
+    demo.step("before: deepseek_v4 mode on v0.13.0", mode_rejected)
+    demo.step("before: probe on v0.13.0 (V3.2 flags)", probe_fails)
+
+
 def run_server_and_probe(demo: Demo, server: HarnessServer) -> None:
     def start() -> str:
         server.start()
@@ -154,8 +193,8 @@ def run_server_and_probe(demo: Demo, server: HarnessServer) -> None:
     demo.step("probe", lambda: must(dsv4patch(*probe), "probe"))
 
     def stop() -> str:
-        code = server.stop()
-        return f"exit {code}"
+        server.stop()
+        return "stopped"
 
     demo.step("stop server", stop)
 
