@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import git, variants
+from dsv4patch import git, overrides, variants
 from dsv4patch.errors import PatchError
 from dsv4patch.series import Series
 from dsv4patch.stage import APPLIED, APPLIES, Outcome, Stage
@@ -28,6 +28,7 @@ class CheckReport:
     series_version: str
     state: str
     trees: list[TreeCheck] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def run(series: Series, given: dict[str, Path | None]) -> CheckReport:
@@ -37,6 +38,9 @@ def run(series: Series, given: dict[str, Path | None]) -> CheckReport:
     report = CheckReport(series.version, "nothing to do")
     for name in [n for n in given if series.for_tree(n)]:
         report.trees.append(check_tree(series, name, given[name]))
+    ascend = path_for("vllm-ascend", given.get("vllm-ascend"))
+    if (ascend / overrides.PATCH_DIR).is_dir():
+        report.notes = overrides.find(series, ascend)
 
     outcomes = [o.state for t in report.trees for o in t.patches]
     if any(t.problem for t in report.trees) or not outcomes:

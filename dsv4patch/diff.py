@@ -18,6 +18,8 @@ class FileDiff:
     new: bool = False
     deleted: bool = False
     hunk_starts: list[int] = field(default_factory=list)
+    # Hunk-header context and every added or removed line, for name lookups.
+    changed: list[str] = field(default_factory=list)
 
     def hunk_at(self, line: int) -> int | None:
         """Return the 1-based number of the hunk whose old side starts at `line`."""
@@ -53,7 +55,8 @@ def parse_diff(data: bytes, name: str) -> list[FileDiff]:
             _check_side(line, current, name)
         elif (match := _HUNK.match(line)) is not None:
             current.hunk_starts.append(int(match[1]))
-            index = _skip_hunk(lines, index, match)
+            current.changed.append(line[match.end():].decode("utf-8", "replace"))
+            index = _read_hunk(lines, index, match, current.changed)
     if not files:
         raise PatchError(f"patch {name} holds no git-style diff",
                          hint="patches start with a header, then `diff --git` sections")
@@ -79,7 +82,8 @@ def _check_side(line: bytes, current: FileDiff, name: str) -> None:
                          hint="regenerate the patch with git diff")
 
 
-def _skip_hunk(lines: list[bytes], index: int, match: re.Match[bytes]) -> int:
+def _read_hunk(lines: list[bytes], index: int, match: re.Match[bytes],
+               changed: list[str]) -> int:
     old = int(match[2]) if match[2] is not None else 1
     new = int(match[4]) if match[4] is not None else 1
     while (old > 0 or new > 0) and index < len(lines):
@@ -87,6 +91,8 @@ def _skip_hunk(lines: list[bytes], index: int, match: re.Match[bytes]) -> int:
         index += 1
         if line.startswith(b"\\"):
             continue  # "\ No newline at end of file"
+        if line.startswith((b"-", b"+")):
+            changed.append(line[1:].decode("utf-8", "replace"))
         if line.startswith(b"-"):
             old -= 1
         elif line.startswith(b"+"):

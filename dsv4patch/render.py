@@ -39,6 +39,7 @@ def check_text(report: CheckReport) -> str:
             lines += [f"    {problem}" for problem in outcome.problems]
             lines += [f"    {rel}: {state}" for rel, state in outcome.files.items()
                       if not outcome.problems]
+    lines += [f"note: {note}" for note in report.notes]
     lines.append(f"series {report.series_version}: {report.state}")
     return "\n".join(lines)
 

@@ -268,3 +268,20 @@ def test_wheel_carries_the_series(tmp_path: Path) -> None:
     assert "dsv4patch/patches/bases/vllm-0.13.0.sha256" in names
     for entry in cli.real_entries()[0]:
         assert f"dsv4patch/patches/{entry['file']}" in names
+
+
+def test_check_names_runtime_overrides_from_vllm_ascend(tmp_path: Path,
+                                                         lock_dir: Path) -> None:
+    # vllm_ascend/patch/platform/patch_model_config.py replaces this method.
+    data = cli.header("touch is_deepseek_mla") + cli.append_patch(
+        "vllm", "vllm/config/model.py", "# is_deepseek_mla also handles deepseek_v4")
+    series = cli.write_series(tmp_path / "series", [
+        {"file": "0001-mla.patch", "tree": "vllm", "description": "m",
+         "origin": "tests"}], {"0001-mla.patch": data.encode()})
+    trees = cli.make_trees("plain", tmp_path)
+
+    result = cli.run("check", "--json", *trees.args, series=series, lock_dir=lock_dir)
+
+    assert result.returncode == 0, result.stderr
+    (note,) = json.loads(result.stdout)["notes"]
+    assert "is_deepseek_mla" in note and "patch_model_config.py:" in note
