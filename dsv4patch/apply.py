@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
-from dsv4patch import bases, git, lock, originals, restore, variants
+from dsv4patch import bases, git, lock, originals, restore, signals, variants
 from dsv4patch import journal as journal_mod
-from dsv4patch.errors import Interrupted, PatchError
+from dsv4patch.errors import PatchError
 from dsv4patch.files import (
     copy_durable,
     install,
@@ -171,7 +168,7 @@ def _commit(series: Series, plans: list[Plan]) -> None:
     """Back up, record intent, replace files, then mark every journal applied."""
     started: list[Plan] = []
     try:
-        with signals_raise():
+        with signals.raising("every file this run touched was restored"):
             for plan in plans:
                 _write_backups(plan)
             step("backup")
@@ -228,21 +225,6 @@ def _replace_files(plan: Plan) -> None:
         log.debug("replaced %s", target)
         if number == 0:
             step("replace-first")
-
-
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
-    """Turn SIGTERM (and SIGINT) into an exception so the rollback runs."""
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, interrupt)
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _refuse_escapes(tree: Tree, footprint: list[str]) -> None:

@@ -203,11 +203,12 @@ def main() -> None:
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
         sys.exit(EXIT_FAILED)
-    except click.exceptions.Abort:
-        click.echo("Interrupted; nothing was left half done.", err=True)
+    except Interrupted as exc:
+        click.echo(f"Interrupted by {exc}.", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except (KeyboardInterrupt, Interrupted):
-        click.echo("Interrupted; nothing was left half done.", err=True)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("Interrupted; `dsv4patch status` shows where the trees stand.",
+                   err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()

@@ -6,9 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, lock, originals, restore
+from dsv4patch import bases, lock, originals, restore, signals
 from dsv4patch import journal as journal_mod
-from dsv4patch.apply import signals_raise
 from dsv4patch.errors import PatchError
 from dsv4patch.files import sha256
 from dsv4patch.hooks import step
@@ -48,7 +47,7 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool,
         report.state = "would revert" if dry_run else "reverted"
         if dry_run:
             return report
-        with signals_raise():
+        with signals.deferred("the revert finished first"):
             for tree, (state, _, _) in zip(trees, plans, strict=True):
                 if state == "revert from the patches":
                     # Written for every tree first, so a run killed halfway

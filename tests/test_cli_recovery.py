@@ -128,6 +128,23 @@ def test_sigterm_and_sigint_restore_everything(step: str, sig: str, tmp_path: Pa
     assert trees.digests() == pristine
 
 
+def test_sigterm_during_revert_finishes_the_revert(tmp_path: Path,
+                                                   full_series: Path,  # noqa: F811
+                                                   lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    pristine = trees.digests()
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+
+    result = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir,
+                     env={"DSV4PATCH_TEST_PAUSE_AT": "restore-first",
+                          "DSV4PATCH_TEST_SIGNAL": "TERM"})
+
+    assert result.returncode == 130
+    assert "SIGTERM: the revert finished first" in result.stderr
+    assert trees.digests() == pristine
+
+
 def _popen_apply(trees: cli.Trees, series: Path, lock_dir: Path,
                  **env: str) -> subprocess.Popen[str]:
     full_env = {**os.environ, "PYTHONPATH": str(support_trees.REPO),
