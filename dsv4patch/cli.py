@@ -31,6 +31,9 @@ from dsv4patch import status as status_mod
 from dsv4patch.errors import Interrupted, PatchError
 
 EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 3, 130
+# Whether the running command asked for JSON and already printed its document:
+# a failure then still leaves one JSON document on stdout.
+_output = {"json": False, "emitted": False}
 TREE_PATH = click.Path(path_type=Path, file_okay=False)
 
 
@@ -69,8 +72,9 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     ctx.obj = {"verbose": verbose, "quiet": quiet}
 
 
-def setup(verbose: bool | None, quiet: bool | None) -> None:
+def setup(verbose: bool | None, quiet: bool | None, as_json: bool) -> None:
     """Install the one log handler: INFO by default, DEBUG with -v, WARNING with -q."""
+    _output["json"] = as_json
     parent = click.get_current_context().find_root().obj or {}
     verbose = verbose or parent.get("verbose", False)
     quiet = quiet or parent.get("quiet", False)
@@ -88,6 +92,7 @@ def _given(vllm: Path | None, vllm_ascend: Path | None) -> dict[str, Path | None
 
 
 def emit(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    _output["emitted"] = True
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result), indent=2))
     else:
@@ -101,7 +106,7 @@ def emit(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
 def apply(vllm: Path | None, vllm_ascend: Path | None, dry_run: bool,
           verbose: bool | None, quiet: bool | None, as_json: bool) -> None:
     """Apply the whole series to both trees, all or nothing."""
-    setup(verbose, quiet)
+    setup(verbose, quiet, as_json)
     series = series_mod.load()
     report = apply_mod.run(series, _given(vllm, vllm_ascend), dry_run)
     emit(report, as_json, render.apply_text)
@@ -113,7 +118,7 @@ def apply(vllm: Path | None, vllm_ascend: Path | None, dry_run: bool,
 def check(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
           quiet: bool | None, as_json: bool) -> None:
     """Dry-run the whole series, cumulatively; change nothing."""
-    setup(verbose, quiet)
+    setup(verbose, quiet, as_json)
     report = check_mod.run(series_mod.load(), _given(vllm, vllm_ascend))
     emit(report, as_json, render.check_text)
     if report.state == "blocked":
@@ -132,7 +137,7 @@ def revert(vllm: Path | None, vllm_ascend: Path | None, dry_run: bool,
            from_patches: bool, verbose: bool | None, quiet: bool | None,
            as_json: bool) -> None:
     """Undo what the journal recorded; never overwrite later edits."""
-    setup(verbose, quiet)
+    setup(verbose, quiet, as_json)
     report = revert_mod.run(series_mod.load(), _given(vllm, vllm_ascend),
                             dry_run, from_patches)
     emit(report, as_json, render.revert_text)
@@ -144,7 +149,7 @@ def revert(vllm: Path | None, vllm_ascend: Path | None, dry_run: bool,
 def status(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
            quiet: bool | None, as_json: bool) -> None:
     """Show each patch and file: applied, not applied, partly, edited."""
-    setup(verbose, quiet)
+    setup(verbose, quiet, as_json)
     report = status_mod.run(series_mod.load(), _given(vllm, vllm_ascend))
     emit(report, as_json, render.status_text)
 
@@ -155,7 +160,7 @@ def status(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
 def drift(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
           quiet: bool | None, as_json: bool) -> None:
     """Compare every tracked file with the recorded base (rpm -V style)."""
-    setup(verbose, quiet)
+    setup(verbose, quiet, as_json)
     report = drift_mod.run(series_mod.load(), _given(vllm, vllm_ascend))
     emit(report, as_json, render.drift_text)
     if report.blocking:
@@ -175,10 +180,11 @@ def drift(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
 def probe(url: str, model: str, api_key: str | None, timeout: float,
           verbose: bool | None, quiet: bool | None, as_json: bool) -> None:
     """Check a running server end to end: thinking, tools, streaming."""
-    setup(verbose, quiet)
+    setup(verbose, quiet, as_json)
     from dsv4patch import probe as probe_mod  # only this command needs its imports
 
     checks = probe_mod.run(url, model, api_key, timeout)
+    _output["emitted"] = True
     click.echo(render.probe_json(checks) if as_json else render.probe_table(checks))
     failed = [c.name for c in checks if not c.passed]
     if failed:
@@ -199,6 +205,8 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except PatchError as exc:
+        if _output["json"] and not _output["emitted"]:
+            click.echo(json.dumps({"error": exc.message, "hint": exc.hint}, indent=2))
         click.echo(f"Error: {exc.message}", err=True)
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)

@@ -179,6 +179,12 @@ def test_json_keeps_the_failing_exit_code(tmp_path: Path,
     assert result.returncode == 1
     assert "0.11.0" in json.loads(result.stdout)["trees"][0]["problem"]
 
+    refused = cli.run("apply", "--json", *trees.args, series=full_series,
+                      lock_dir=lock_dir)
+    assert refused.returncode == 1
+    document = json.loads(refused.stdout)
+    assert "0.11.0" in document["error"] and document["hint"]
+
 
 def test_usage_errors_exit_2(full_series: Path) -> None:  # noqa: F811
     assert cli.run("apply", "--no-such-option", series=full_series).returncode == 2
