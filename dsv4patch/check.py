@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsv4patch import git, overrides, variants
+from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.series import Series
 from dsv4patch.stage import APPLIED, APPLIES, Outcome, Stage
@@ -19,6 +20,7 @@ class TreeCheck:
     shape: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     variants: list[str] = field(default_factory=list)
+    journal: str = "none"
     problem: str | None = None
     patches: list[Outcome] = field(default_factory=list)
 
@@ -61,7 +63,7 @@ def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
     except PatchError as exc:
         return TreeCheck(name, str(path_for(name, given)), problem=exc.message)
     result = TreeCheck(name, str(tree.path), tree.shape, tree.versions,
-                       variants.consistent(tree.name))
+                       variants.consistent(tree.name), _journal_state(tree))
     footprint = series.footprint(name)
     new_files = {f.path for p in series.for_tree(name) for f in p.files if f.new}
     try:
@@ -72,6 +74,15 @@ def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
     if result.problem and all(o.state == APPLIED for o in result.patches):
         result.problem = None  # applied without a journal: the edits are ours
     return result
+
+
+def _journal_state(tree: Tree) -> str:
+    """The journal's state; an interrupted run is rolled back by the next apply."""
+    try:
+        journal = journal_mod.read(tree.path)
+    except journal_mod.JournalDamaged:
+        return "damaged"
+    return "none" if journal is None else journal.state
 
 
 def classify(series: Series, tree: Tree) -> list[Outcome]:

@@ -30,6 +30,7 @@ def check_text(report: CheckReport) -> str:
     for tree in report.trees:
         facts = [tree.shape] if tree.shape else []
         facts += [_versions(tree.versions)] if tree.versions else []
+        facts += [f"journal {tree.journal}"] if tree.journal != "none" else []
         lines.append(f"{tree.name} ({tree.path})" + (": " if facts else "")
                      + ", ".join(facts))
         if tree.problem:

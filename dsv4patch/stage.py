@@ -8,6 +8,7 @@ once every patch is known to apply.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from dsv4patch.series import Patch
 
 APPLIES, APPLIED, PARTLY, CONFLICT = "applies", "already applied", "partly applied", \
     "conflicts"
+PREFIX = "dsv4patch-stage-"
 _FAILED_AT = re.compile(r"^error: patch failed: (.+):(\d+)$", re.M)
 _FILE_ERROR = re.compile(r"^error: (.+?): (already exists in working directory|"
                          r"does not exist in index|No such file or directory|"
@@ -39,7 +41,8 @@ class Stage:
     """A temporary copy of `paths` from `tree`."""
 
     def __init__(self, tree: Path, paths: list[str]) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="dsv4patch-stage-"))
+        _sweep()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         for rel in paths:
             source = tree / rel
             if source.is_file():
@@ -103,6 +106,25 @@ class Stage:
         if "conflicts" not in states.values():
             return Outcome(patch.file, PARTLY, files=states)
         return Outcome(patch.file, CONFLICT, conflicts(patch, stderr), states)
+
+
+def _sweep() -> None:
+    """Remove stages left by runs that were killed; their pid is in the name."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = stale.name[len(PREFIX):].split("-")[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def conflicts(patch: Patch, stderr: str) -> list[str]:

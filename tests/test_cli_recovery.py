@@ -299,3 +299,26 @@ def test_from_patches_refuses_edited_files(tmp_path: Path,
 
     assert result.returncode == 1 and result.stderr.startswith("Error: ")
     assert trees.digests() == before
+
+
+def test_stages_of_killed_runs_are_swept(tmp_path: Path,
+                                         full_series: Path,  # noqa: F811
+                                         lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    killed = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir,
+                     env={**env, "DSV4PATCH_TEST_PAUSE_AT": "journal"})
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list(scratch.glob("dsv4patch-stage-*"))) == 2  # one per tree
+
+    checked = cli.run("check", "--json", *trees.args, series=full_series,
+                      lock_dir=lock_dir, env=env)
+
+    # Killed before any file moved: the series still applies, and check says
+    # that an interrupted run is on record.
+    assert checked.returncode == 0, checked.stderr
+    assert [t["journal"] for t in json.loads(checked.stdout)["trees"]] == \
+        ["applying", "applying"]
+    assert list(scratch.glob("dsv4patch-stage-*")) == []
