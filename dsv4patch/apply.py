@@ -118,8 +118,7 @@ def _settle_journal(series: Series, tree: Tree, dry_run: bool) -> TreeResult:
 def _adopt(series: Series, tree: Tree, dry_run: bool) -> Journal | None:
     """A tree that holds the whole series but lost its journal gets it back."""
     manifest = bases.load(tree.name, series.bases[tree.name]["version"])
-    if all(sha256(tree.path / rel) == manifest.get(rel)
-           for rel in series.footprint(tree.name)):
+    if not bases.differing(tree.path, manifest, series.footprint(tree.name)):
         return None
     try:
         journal = originals.rebuild_journal(series, tree, APPLIED, dry_run)
@@ -134,9 +133,8 @@ def _adopt(series: Series, tree: Tree, dry_run: bool) -> Journal | None:
 def _plan(series: Series, tree: Tree, stages: contextlib.ExitStack) -> Plan:
     """Check the base, writability and every patch on a stage kept for commit."""
     footprint = series.footprint(tree.name)
-    new_files = {f.path for p in series.for_tree(tree.name) for f in p.files if f.new}
     _refuse_escapes(tree, footprint)
-    check_base(tree, series.bases[tree.name]["version"], footprint, new_files)
+    check_base(tree, series.bases[tree.name]["version"], footprint)
     _refuse_read_only(tree, footprint)
 
     stage = stages.enter_context(Stage(tree.path, footprint))

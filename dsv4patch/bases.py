@@ -84,7 +84,11 @@ def record(tree: Path) -> str:
     return "".join(f"{sha256(tree / rel)}  {rel}\n" for rel in walk(tree))
 
 
+def differing(tree: Path, manifest: dict[str, str], paths: list[str]) -> list[str]:
+    """The paths whose content is not the base's (absent counts as absent)."""
+    return [rel for rel in paths if sha256(tree / rel) != manifest.get(rel)]
+
+
 def sample_mismatches(tree: Path, manifest: dict[str, str]) -> int:
     """Hash every SAMPLE_EVERY-th recorded file; return how many differ."""
-    sample = sorted(manifest)[::SAMPLE_EVERY]
-    return sum(sha256(tree / rel) != manifest[rel] for rel in sample)
+    return len(differing(tree, manifest, sorted(manifest)[::SAMPLE_EVERY]))

@@ -65,9 +65,8 @@ def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
     result = TreeCheck(name, str(tree.path), tree.shape, tree.versions,
                        variants.consistent(tree.name), _journal_state(tree))
     footprint = series.footprint(name)
-    new_files = {f.path for p in series.for_tree(name) for f in p.files if f.new}
     try:
-        check_base(tree, series.bases[name]["version"], footprint, new_files)
+        check_base(tree, series.bases[name]["version"], footprint)
     except PatchError as exc:
         result.problem = exc.message
     result.patches = classify(series, tree)

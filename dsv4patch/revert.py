@@ -9,7 +9,6 @@ from pathlib import Path
 from dsv4patch import bases, lock, originals, restore, signals
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
-from dsv4patch.files import sha256
 from dsv4patch.hooks import step
 from dsv4patch.journal import REVERTING, FileRecord, Journal
 from dsv4patch.series import Series
@@ -84,8 +83,7 @@ def _plan(series: Series, tree: Tree,
 def _no_journal(series: Series, tree: Tree) -> str:
     """Nothing recorded: fine if every touched file is original, else refuse."""
     manifest = bases.load(tree.name, series.bases[tree.name]["version"])
-    changed = [rel for rel in series.footprint(tree.name)
-               if sha256(tree.path / rel) != manifest.get(rel)]
+    changed = bases.differing(tree.path, manifest, series.footprint(tree.name))
     if changed:
         raise PatchError(
             f"{tree.label} has no apply journal, but {', '.join(changed[:3])} "

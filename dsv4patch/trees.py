@@ -11,7 +11,6 @@ from pathlib import Path
 
 from dsv4patch import bases, git
 from dsv4patch.errors import PatchError
-from dsv4patch.files import sha256
 
 DEFAULTS = {
     "vllm": ("DSV4PATCH_VLLM", "/vllm-workspace/vllm"),
@@ -96,8 +95,7 @@ def _installed_version(package: str, path: Path) -> str | None:
     return None
 
 
-def check_base(tree: Tree, base_version: str, footprint: list[str],
-               new_files: set[str]) -> None:
+def check_base(tree: Tree, base_version: str, footprint: list[str]) -> None:
     """Refuse a tree at another version, or with local edits in touched files."""
     others = {k: v for k, v in tree.versions.items()
               if v.split("+")[0] != base_version}
@@ -110,9 +108,7 @@ def check_base(tree: Tree, base_version: str, footprint: list[str],
         )
 
     manifest = bases.load(tree.name, base_version)
-    differing = [rel for rel in footprint
-                 if sha256(tree.path / rel) != manifest.get(rel)
-                 and not (rel in new_files and rel not in manifest)]
+    differing = bases.differing(tree.path, manifest, footprint)
     if not differing:
         return
     total = bases.sample_mismatches(tree.path, manifest)

@@ -12,43 +12,7 @@ import pytest
 
 from tests.support import cli
 from tests.support.cli import SHAPES
-
-# Files no real patch is likely to touch, so the synthetic patches never collide.
-VLLM_EXTRA = ["vllm/beam_search.py", "vllm/scalar_type.py", "vllm/collect_env.py"]
-ASCEND_EXTRA = ["vllm_ascend/envs.py", "vllm_ascend/ascend_config.py"]
-
-
-def _free(candidates: list[str], taken: set[str]) -> str:
-    return next(rel for rel in candidates if rel not in taken)
-
-
-@pytest.fixture(scope="session")
-def full_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real series plus a two-file vLLM patch and a vllm-ascend patch."""
-    entries, sources = cli.real_entries()
-    taken = {line.split(" b/")[-1] for data in sources.values()
-             for line in data.decode().splitlines() if line.startswith("diff --git")}
-    vllm_rel = _free(VLLM_EXTRA, taken)
-    ascend_rel = _free(ASCEND_EXTRA, taken)
-    sources["9001-test-vllm.patch"] = (
-        cli.header("test: touch one file, add another")
-        + cli.append_patch("vllm", vllm_rel, "# dsv4patch test line")
-        + cli.new_file_patch("vllm/dsv4patch_test/marker.py", ["MARK = 1"])).encode()
-    sources["9002-test-ascend.patch"] = (
-        cli.header("test: touch one vllm-ascend file")
-        + cli.append_patch("vllm-ascend", ascend_rel, "# dsv4patch test line")).encode()
-    entries += [
-        {"file": "9001-test-vllm.patch", "tree": "vllm", "description": "t",
-         "origin": "tests"},
-        {"file": "9002-test-ascend.patch", "tree": "vllm-ascend", "description": "t",
-         "origin": "tests"},
-    ]
-    return cli.write_series(tmp_path_factory.mktemp("series"), entries, sources)
-
-
-@pytest.fixture
-def lock_dir(tmp_path: Path) -> Path:
-    return tmp_path / "locks"
+from tests.support.fixtures import fixture_full_series, fixture_lock_dir  # noqa: F401
 
 
 def _refused(result: subprocess.CompletedProcess[str], words: str) -> None:
@@ -99,16 +63,8 @@ def test_real_series_round_trip_in_the_image_layout(tmp_path: Path,
     assert trees.digests() == pristine
 
 
-def _series_with_broken(full_series: Path, position: int, tree: str,
-                        dest: Path) -> Path:
-    entries, sources = cli.real_entries()
-    extra = [e for e in __import__("tomllib").loads(
-        (full_series / "series.toml").read_text())["patch"]
-        if e["file"].startswith("9")]
-    for entry in extra:
-        sources[entry["file"]] = (full_series / entry["file"]).read_bytes()
-    entries += [{k: e[k] for k in ("file", "tree", "description", "origin")}
-                for e in extra]
+def _series_with_broken(position: int, tree: str, dest: Path) -> Path:
+    entries, sources = cli.extended_entries()
     rel = "README.md"
     sources["0000-broken.patch"] = (cli.header("does not apply")
                                     + cli.broken_patch(tree, rel)).encode()
@@ -117,16 +73,12 @@ def _series_with_broken(full_series: Path, position: int, tree: str,
     return cli.write_series(dest, entries, sources)
 
 
-def _patch_count() -> int:
-    return len(cli.real_entries()[0]) + 2
-
-
-@pytest.mark.parametrize("position", range(_patch_count() + 1))
+@pytest.mark.parametrize("position", range(len(cli.extended_entries()[0]) + 1))
 def test_patch_k_of_n_failing_changes_nothing(position: int, tmp_path: Path,
                                               full_series: Path,
                                               lock_dir: Path) -> None:
     tree = "vllm-ascend" if position % 2 else "vllm"
-    series = _series_with_broken(full_series, position, tree, tmp_path / "series")
+    series = _series_with_broken(position, tree, tmp_path / "series")
     trees = cli.make_trees("plain", tmp_path)
     before = trees.digests()
 
@@ -213,9 +165,7 @@ def test_tree_at_another_version_is_refused(how: str, tmp_path: Path,
 def test_local_edits_in_touched_files_are_refused(tmp_path: Path, full_series: Path,
                                                   lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
-    rel = next(line.split(" b/")[-1] for line in
-               (full_series / "9002-test-ascend.patch").read_text().splitlines()
-               if line.startswith("diff --git"))
+    (rel,) = cli.paths_of((full_series / "9002-test-ascend.patch").read_bytes())
     edited = trees.ascend / rel
     edited.write_text("# my local change\n" + edited.read_text())
     before = trees.digests()
@@ -291,9 +241,7 @@ def test_dry_run_changes_nothing(tmp_path: Path, full_series: Path,
 def test_stale_bytecode_of_touched_files_is_removed(tmp_path: Path, full_series: Path,
                                                     lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
-    rel = next(line.split(" b/")[-1] for line in
-               (full_series / "9001-test-vllm.patch").read_text().splitlines()
-               if line.startswith("diff --git"))
+    rel = cli.paths_of((full_series / "9001-test-vllm.patch").read_bytes())[0]
     source = trees.vllm / rel
     cache = source.parent / "__pycache__"
     cache.mkdir(exist_ok=True)
@@ -331,7 +279,7 @@ def test_revert_refuses_files_edited_after_apply(tmp_path: Path, full_series: Pa
 
 def test_patch_leaving_code_that_does_not_compile_is_refused(tmp_path: Path,
                                                              lock_dir: Path) -> None:
-    rel = VLLM_EXTRA[0]
+    rel = cli.VLLM_EXTRA[0]
     data = (cli.header("syntax error") + cli.append_patch("vllm", rel, "def (:"))
     series = cli.write_series(tmp_path / "series", [
         {"file": "0001-bad.patch", "tree": "vllm", "description": "b",

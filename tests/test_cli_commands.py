@@ -15,27 +15,16 @@ import pytest
 from dsv4patch import render
 from dsv4patch.probe import Check
 from tests.support import cli
-from tests.test_cli_apply import full_series  # noqa: F401  (shared fixture)
+from tests.support.fixtures import fixture_full_series, fixture_lock_dir  # noqa: F401
 
 PACKAGE = Path(cli.trees.REPO) / "dsv4patch"
 
 
-@pytest.fixture
-def lock_dir(tmp_path: Path) -> Path:
-    return tmp_path / "locks"
-
-
-def _first_path(series: Path, patch: str) -> str:
-    return next(line.split(" b/")[-1] for line in
-                (series / patch).read_text().splitlines()
-                if line.startswith("diff --git"))
-
-
 def test_check_names_the_conflicting_file_and_hunk(tmp_path: Path,
-                                                   full_series: Path,  # noqa: F811
+                                                   full_series: Path,
                                                    lock_dir: Path) -> None:
     trees = cli.make_trees("inside-repo", tmp_path)
-    rel = _first_path(full_series, "9002-test-ascend.patch")
+    (rel,) = cli.paths_of((full_series / "9002-test-ascend.patch").read_bytes())
     target = trees.ascend / rel
     lines = target.read_text().splitlines(keepends=True)
     lines[-2] = "# changed locally\n"
@@ -60,7 +49,7 @@ def test_check_names_the_conflicting_file_and_hunk(tmp_path: Path,
 
 @pytest.mark.parametrize("shape", cli.SHAPES)
 def test_check_is_cumulative_and_changes_nothing(shape: str, tmp_path: Path,
-                                                 full_series: Path,  # noqa: F811
+                                                 full_series: Path,
                                                  lock_dir: Path) -> None:
     trees = cli.make_trees(shape, tmp_path)
     before = trees.digests()
@@ -77,7 +66,7 @@ def test_check_is_cumulative_and_changes_nothing(shape: str, tmp_path: Path,
 
 
 def test_status_tells_partly_applied_patches_and_files(tmp_path: Path,
-                                                       full_series: Path,  # noqa: F811
+                                                       full_series: Path,
                                                        lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     assert cli.run("apply", *trees.args, series=full_series,
@@ -100,7 +89,7 @@ def test_status_tells_partly_applied_patches_and_files(tmp_path: Path,
 
 
 def test_status_without_journal_reports_a_partial_series(tmp_path: Path,
-                                                         full_series: Path,  # noqa: F811
+                                                         full_series: Path,
                                                          lock_dir: Path) -> None:
     entries, sources = cli.real_entries()
     subset = cli.write_series(tmp_path / "subset", [
@@ -125,7 +114,7 @@ def test_status_without_journal_reports_a_partial_series(tmp_path: Path,
 
 
 def test_drift_reports_against_the_recorded_base(tmp_path: Path,
-                                                 full_series: Path,  # noqa: F811
+                                                 full_series: Path,
                                                  lock_dir: Path) -> None:
     trees = cli.make_trees("git-clone", tmp_path)
     clean = cli.run("drift", "--json", *trees.args, series=full_series,
@@ -159,7 +148,7 @@ def test_drift_reports_against_the_recorded_base(tmp_path: Path,
 
 
 def test_verbose_shows_the_git_commands(tmp_path: Path,
-                                        full_series: Path,  # noqa: F811
+                                        full_series: Path,
                                         lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     verbose = cli.run("check", "-v", *trees.args, series=full_series,
@@ -170,7 +159,7 @@ def test_verbose_shows_the_git_commands(tmp_path: Path,
 
 
 def test_json_keeps_the_failing_exit_code(tmp_path: Path,
-                                          full_series: Path,  # noqa: F811
+                                          full_series: Path,
                                           lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     (trees.vllm / "vllm/_version.py").write_text("__version__ = '0.11.0'\n")
@@ -186,13 +175,13 @@ def test_json_keeps_the_failing_exit_code(tmp_path: Path,
     assert "0.11.0" in document["error"] and document["hint"]
 
 
-def test_usage_errors_exit_2(full_series: Path) -> None:  # noqa: F811
+def test_usage_errors_exit_2(full_series: Path) -> None:
     assert cli.run("apply", "--no-such-option", series=full_series).returncode == 2
     assert cli.run("no-such-command", series=full_series).returncode == 2
 
 
 def test_internal_errors_exit_3_with_a_log(tmp_path: Path,
-                                           full_series: Path) -> None:  # noqa: F811
+                                           full_series: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     result = cli.run("apply", *trees.args, series=full_series,
                      env={"DSV4PATCH_LOCK_WAIT": "soon", "DSV4PATCH_LOG_DIR":

@@ -16,20 +16,15 @@ from dsv4patch.hooks import APPLY_STEPS as STEPS
 from dsv4patch.hooks import REVERT_STEPS
 from tests.support import cli
 from tests.support import trees as support_trees
-from tests.test_cli_apply import full_series  # noqa: F401  (shared fixture)
+from tests.support.fixtures import fixture_full_series, fixture_lock_dir  # noqa: F401
 
 # Steps at which the journal already says `applying`.
 JOURNALED = STEPS[STEPS.index("journal"):STEPS.index("committed")]
 
 
-@pytest.fixture
-def lock_dir(tmp_path: Path) -> Path:
-    return tmp_path / "locks"
-
-
 @pytest.fixture(scope="module")
 def applied_digests(tmp_path_factory: pytest.TempPathFactory,
-                    full_series: Path) -> tuple[str, str]:  # noqa: F811
+                    full_series: Path) -> tuple[str, str]:
     """What both trees look like after a clean apply of the full series."""
     root = tmp_path_factory.mktemp("reference")
     trees = cli.make_trees("plain", root)
@@ -55,7 +50,7 @@ def _without_journal(tree: Path) -> str:
 @pytest.mark.parametrize("step", STEPS)
 def test_sigkill_at_each_step_is_recoverable(step: str, recover_with: str,
                                              tmp_path: Path,
-                                             full_series: Path,  # noqa: F811
+                                             full_series: Path,
                                              applied_digests: tuple[str, str],
                                              lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
@@ -91,7 +86,7 @@ def test_sigkill_at_each_step_is_recoverable(step: str, recover_with: str,
 
 @pytest.mark.parametrize("step", REVERT_STEPS)
 def test_sigkill_during_revert_resumes(step: str, tmp_path: Path,
-                                       full_series: Path,  # noqa: F811
+                                       full_series: Path,
                                        lock_dir: Path) -> None:
     trees = cli.make_trees("git-clone", tmp_path)
     pristine = trees.digests()
@@ -114,7 +109,7 @@ def test_sigkill_during_revert_resumes(step: str, tmp_path: Path,
 @pytest.mark.parametrize("sig", ["TERM", "INT"])
 @pytest.mark.parametrize("step", ["journal", "replace-first", "replaced", "bytecode"])
 def test_sigterm_and_sigint_restore_everything(step: str, sig: str, tmp_path: Path,
-                                               full_series: Path,  # noqa: F811
+                                               full_series: Path,
                                                lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     pristine = trees.digests()
@@ -129,7 +124,7 @@ def test_sigterm_and_sigint_restore_everything(step: str, sig: str, tmp_path: Pa
 
 
 def test_sigterm_during_revert_finishes_the_revert(tmp_path: Path,
-                                                   full_series: Path,  # noqa: F811
+                                                   full_series: Path,
                                                    lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     pristine = trees.digests()
@@ -167,7 +162,7 @@ def _wait_stopped(process: subprocess.Popen[str]) -> None:
 
 @pytest.mark.parametrize("second_waits", [False, True], ids=["refuses", "waits"])
 def test_two_concurrent_applies(second_waits: bool, tmp_path: Path,
-                                full_series: Path,  # noqa: F811
+                                full_series: Path,
                                 applied_digests: tuple[str, str],
                                 lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
@@ -196,7 +191,7 @@ def test_two_concurrent_applies(second_waits: bool, tmp_path: Path,
 
 
 def test_damaged_journal_has_a_safe_way_out(tmp_path: Path,
-                                            full_series: Path,  # noqa: F811
+                                            full_series: Path,
                                             lock_dir: Path) -> None:
     trees = cli.make_trees("git-clone", tmp_path)
     pristine = trees.digests()
@@ -218,7 +213,7 @@ def test_damaged_journal_has_a_safe_way_out(tmp_path: Path,
 
 
 def test_lost_journal_is_named_and_recoverable(tmp_path: Path,
-                                               full_series: Path,  # noqa: F811
+                                               full_series: Path,
                                                lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     pristine = trees.digests()
@@ -244,7 +239,7 @@ def test_lost_journal_is_named_and_recoverable(tmp_path: Path,
 
 
 def test_dry_run_after_a_kill_changes_nothing(tmp_path: Path,
-                                              full_series: Path,  # noqa: F811
+                                              full_series: Path,
                                               lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir,
@@ -260,7 +255,7 @@ def test_dry_run_after_a_kill_changes_nothing(tmp_path: Path,
 
 
 def test_revert_from_patches_killed_halfway_resumes(tmp_path: Path,
-                                                    full_series: Path,  # noqa: F811
+                                                    full_series: Path,
                                                     lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     pristine = trees.digests()
@@ -284,7 +279,7 @@ def test_revert_from_patches_killed_halfway_resumes(tmp_path: Path,
 
 
 def test_from_patches_refuses_edited_files(tmp_path: Path,
-                                           full_series: Path,  # noqa: F811
+                                           full_series: Path,
                                            lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     assert cli.run("apply", *trees.args, series=full_series,
@@ -302,7 +297,7 @@ def test_from_patches_refuses_edited_files(tmp_path: Path,
 
 
 def test_stages_of_killed_runs_are_swept(tmp_path: Path,
-                                         full_series: Path,  # noqa: F811
+                                         full_series: Path,
                                          lock_dir: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
     scratch = tmp_path / "tmp"

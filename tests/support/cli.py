@@ -153,3 +153,38 @@ def broken_patch(tree: str, rel: str) -> str:
     first_context = hunk.index("\n ") + 2
     broken = hunk[:first_context] + "NOT-IN-THE-FILE " + hunk[first_context:]
     return head + "@@ " + broken
+
+
+def paths_of(data: bytes) -> list[str]:
+    """The files a patch names in its `diff --git` lines."""
+    return [line.split(" b/")[-1] for line in data.decode().splitlines()
+            if line.startswith("diff --git")]
+
+
+# Files no real patch is likely to touch, so the synthetic patches never collide.
+VLLM_EXTRA = ["vllm/beam_search.py", "vllm/scalar_type.py", "vllm/collect_env.py"]
+ASCEND_EXTRA = ["vllm_ascend/envs.py", "vllm_ascend/ascend_config.py"]
+MARKER = "vllm/dsv4patch_test/marker.py"
+
+
+def extended_entries() -> tuple[list[dict[str, str]], dict[str, bytes]]:
+    """The real series plus 9001 (one vLLM file touched, MARKER created) and 9002
+    (one vllm-ascend file touched), on files the real series leaves alone."""
+    entries, sources = real_entries()
+    taken = {rel for data in sources.values() for rel in paths_of(data)}
+    vllm_rel = next(rel for rel in VLLM_EXTRA if rel not in taken)
+    ascend_rel = next(rel for rel in ASCEND_EXTRA if rel not in taken)
+    sources["9001-test-vllm.patch"] = (
+        header("test: touch one file, add another")
+        + append_patch("vllm", vllm_rel, "# dsv4patch test line")
+        + new_file_patch(MARKER, ["MARK = 1"])).encode()
+    sources["9002-test-ascend.patch"] = (
+        header("test: touch one vllm-ascend file")
+        + append_patch("vllm-ascend", ascend_rel, "# dsv4patch test line")).encode()
+    entries += [
+        {"file": "9001-test-vllm.patch", "tree": "vllm", "description": "t",
+         "origin": "tests"},
+        {"file": "9002-test-ascend.patch", "tree": "vllm-ascend", "description": "t",
+         "origin": "tests"},
+    ]
+    return entries, sources
