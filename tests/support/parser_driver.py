@@ -358,9 +358,13 @@ def leaks(text: str) -> list[str]:
 
 
 def partial_markup_tail(text: str) -> bool:
-    """Whether `text` ends in what looks like the start of a DSML tag."""
+    """Whether `text` ends in what looks like the start of a DSML tag.
+
+    Two characters ("<｜") are still ordinary text; from three on ("<｜D",
+    "</｜") the parsers treat a fragment cut off at the end as markup.
+    """
     for mark in ("<｜DSML｜", "</｜DSML｜"):
-        for size in range(2, len(mark)):
+        for size in range(3, len(mark)):
             if text.endswith(mark[:size]):
                 return True
     return False
