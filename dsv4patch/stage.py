@@ -59,18 +59,26 @@ class Stage:
         return sha256(self.root / rel)
 
     def apply(self, patch: Patch) -> None:
-        """Apply `patch` for real; raise PatchError naming the conflict."""
-        before = {rel: self.hash(rel) for rel in patch.paths}
-        result = git.apply(self.root, patch.data)
+        """Apply `patch`; raise PatchError naming the conflict."""
+        result = self._apply(patch)
         if result.returncode != 0:
             problems = conflicts(patch, result.stderr)
             raise PatchError(f"patch {patch.file} does not apply: {problems[0]}",
                              hint="`dsv4patch check` lists every conflict")
+
+    def _apply(self, patch: Patch) -> git.Result:
+        # git apply changes all of a patch's files or none of them, so a failed
+        # attempt leaves the stage as it was and needs no separate --check.
+        before = {rel: self.hash(rel) for rel in patch.paths}
+        result = git.apply(self.root, patch.data)
+        if result.returncode != 0:
+            return result
         _refuse_skips(patch, result.stderr)
         unchanged = [rel for rel in patch.paths if self.hash(rel) == before[rel]]
         if unchanged:
             raise PatchError(f"patch {patch.file} left {unchanged[0]} unchanged",
                              hint="the patch is empty for that file; regenerate it")
+        return result
 
     def unapply(self, patch: Patch) -> bool:
         """Reverse-apply `patch` if it reverses cleanly; say whether it did."""
@@ -83,10 +91,8 @@ class Stage:
         A patch that applies is applied to the stage, so the next patch is
         checked on top of it.
         """
-        forward = git.apply(self.root, patch.data, check=True)
+        forward = self._apply(patch)
         if forward.returncode == 0:
-            _refuse_skips(patch, forward.stderr)
-            self.apply(patch)
             return Outcome(patch.file, APPLIES)
         if git.apply(self.root, patch.data, check=True, reverse=True).returncode == 0:
             return Outcome(patch.file, APPLIED)

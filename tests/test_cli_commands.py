@@ -153,7 +153,7 @@ def test_verbose_shows_the_git_commands(tmp_path: Path,
     trees = cli.make_trees("plain", tmp_path)
     verbose = cli.run("check", "-v", *trees.args, series=full_series,
                       lock_dir=lock_dir)
-    assert "git apply --verbose --whitespace=nowarn --check -" in verbose.stderr
+    assert "git apply --verbose --whitespace=nowarn -" in verbose.stderr
     quiet = cli.run("-q", "apply", *trees.args, series=full_series, lock_dir=lock_dir)
     assert quiet.returncode == 0 and quiet.stderr == ""
 
