@@ -51,10 +51,29 @@ def probe_results(server: HarnessServer) -> dict[str, probe.Check]:
     return {check.name: check for check in checks}
 
 
+@pytest.fixture(scope="module")
+def probe_results_one_token_steps(
+        patched_vllm: Path, model_path: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> dict[str, probe.Check]:
+    log = tmp_path_factory.mktemp("e2e-token") / "server.log"
+    with HarnessServer(model_path, PATCHED_FLAGS, log, vllm_tree=patched_vllm,
+                       default_steps="token") as srv:
+        checks = probe.run(srv.url + "/v1", MODEL_NAME, None, 60.0)
+        assert {r["steps"] for r in srv.requests()} == {"token"}
+    return {check.name: check for check in checks}
+
+
 @pytest.mark.parametrize("name", [name for name, _ in probe.CHECKS])
 def test_operator_check_passes(probe_results: dict[str, probe.Check],
                                name: str) -> None:
     check = probe_results[name]
+    assert check.passed, check.detail
+
+
+@pytest.mark.parametrize("name", [name for name, _ in probe.CHECKS])
+def test_operator_check_passes_one_token_per_step(
+        probe_results_one_token_steps: dict[str, probe.Check], name: str) -> None:
+    check = probe_results_one_token_steps[name]
     assert check.passed, check.detail
 
 

@@ -35,17 +35,20 @@ STEP_PATTERNS: dict[str, tuple[int, ...]] = {
 
 @dataclass
 class Script:
-    """One completion to replay: the text the model writes, and how it is stepped."""
+    """One completion to replay: the text the model writes, and how it is stepped.
+
+    `steps` names a STEP_PATTERNS entry; empty means the server's default.
+    """
 
     text: str | list[str]
-    steps: str = "mtp"
+    steps: str = ""
     eos: bool = True
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Script:
         return cls(
             text=data["text"],
-            steps=data.get("steps", "mtp"),
+            steps=data.get("steps", ""),
             eos=data.get("eos", True),
         )
 
@@ -130,17 +133,7 @@ class ScriptedEngineClient(EngineClient):
         params = request.sampling_params
         assert params is not None
 
-        decoded_prompt = self.tokenizer.decode(request.prompt_token_ids or [])
-        script = self.queue.popleft() if self.queue else self.choose(decoded_prompt)
-        steps = script.steps or self.default_steps
-        self.requests.append(RecordedRequest(
-            request_id=request.request_id,
-            prompt_text=decoded_prompt,
-            structured_outputs=_structured_outputs_json(params),
-            skip_special_tokens=params.skip_special_tokens,
-            max_tokens=params.max_tokens,
-            steps=steps,
-        ))
+        script, steps = self._script_for(request)
 
         collector = RequestOutputCollector(output_kind=params.output_kind)
         self.output_processor.add_request(request, prompt_text, None, 0, collector)
@@ -161,6 +154,25 @@ class ScriptedEngineClient(EngineClient):
                 await asyncio.sleep(self.step_delay)
         finally:
             self.output_processor.abort_requests([request.request_id])
+
+    def _script_for(self, request: EngineCoreRequest) -> tuple[Script, str]:
+        """The completion to replay (queued first, else the model's) and its steps;
+        records what the serving layer asked for."""
+        params = request.sampling_params
+        assert params is not None
+        decoded_prompt = self.tokenizer.decode(request.prompt_token_ids or [])
+        script = self.queue.popleft() if self.queue else self.choose(decoded_prompt)
+        steps = script.steps or self.default_steps
+
+        self.requests.append(RecordedRequest(
+            request_id=request.request_id,
+            prompt_text=decoded_prompt,
+            structured_outputs=_structured_outputs_json(params),
+            skip_special_tokens=params.skip_special_tokens,
+            max_tokens=params.max_tokens,
+            steps=steps,
+        ))
+        return script, steps
 
     def _script_token_ids(self, script: Script) -> list[list[int]]:
         """Token ids of the script, one list per text chunk."""

@@ -57,7 +57,8 @@ class HarnessServer:
     def __init__(self, model_dir: Path, flags: list[str], log_path: Path,
                  vllm_tree: Path | None = None, startup_timeout: float = 180.0,
                  step_delay: float = 0.0,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None,
+                 default_steps: str = "mtp") -> None:
         self.model_dir = model_dir
         self.flags = flags
         self.log_path = log_path
@@ -65,6 +66,7 @@ class HarnessServer:
         self.startup_timeout = startup_timeout
         self.step_delay = step_delay
         self.extra_env = extra_env or {}
+        self.default_steps = default_steps
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +79,8 @@ class HarnessServer:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(REPO)]),
                "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", **self.extra_env}
         argv = [sys.executable, "-m", "tests.harness.server", "--port", str(self.port),
-                "--step-delay", str(self.step_delay), "--",
+                "--step-delay", str(self.step_delay),
+                "--default-steps", self.default_steps, "--",
                 "--model", str(self.model_dir), "--served-model-name", MODEL_NAME,
                 *self.flags]
         with open(self.log_path, "wb") as log:
@@ -134,7 +137,7 @@ class HarnessServer:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
-    def push_script(self, text: str | list[str], steps: str = "mtp",
+    def push_script(self, text: str | list[str], steps: str = "",
                     eos: bool = True) -> None:
         """Queue the completion the model writes for the next request."""
         self._call("/harness/script", {"text": text, "steps": steps, "eos": eos})
