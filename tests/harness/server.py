@@ -1,6 +1,7 @@
 """Run vLLM's OpenAI server with the scripted engine, on 127.0.0.1 only.
 
-    python -m tests.harness.server --port 8000 [--step-delay S] -- <vllm serve args>
+    python -m tests.harness.server --port 8000 [--step-delay S]
+        [--default-steps token|mtp] -- <vllm serve args>
 
 The arguments after `--` are parsed by vLLM's own `vllm serve` parser and turned into
 the real VllmConfig (speculative config and async scheduling included), so the
@@ -10,7 +11,8 @@ the editable install.
 
 Two extra routes drive the scripted model:
     POST /harness/script    {"text": str | [str], "steps": "token"|"mtp", "eos": bool}
-                            queues the completion for the next request
+                            queues the completion for the next request; a list
+                            of strings is replayed one string per step
     GET  /harness/requests  what the serving layer asked the engine for
 """
 
