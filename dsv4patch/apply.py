@@ -100,7 +100,7 @@ def _settle_journal(series: Series, tree: Tree, dry_run: bool) -> TreeResult:
         raise PatchError(
             f"{tree.label} carries series {journal.series_version} "
             f"({journal.series_digest[:12]}), not this one ({series.digest[:12]})",
-            hint="run `dsv4patch revert` with the series that applied it first",
+            hint="`dsv4patch revert` undoes it from its journal; then apply this one",
         )
     drifted = [r.path for r in journal.files
                if sha256(tree.path / r.path) != r.after]

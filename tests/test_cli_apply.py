@@ -291,3 +291,24 @@ def test_patch_leaving_code_that_does_not_compile_is_refused(tmp_path: Path,
 
     _refused(result, "does not compile")
     assert rel in result.stderr and trees.digests() == before
+
+
+def test_apply_over_another_series_is_refused(tmp_path: Path, full_series: Path,
+                                              lock_dir: Path) -> None:
+    entries, sources = cli.extended_entries()
+    older = cli.write_series(tmp_path / "older", entries[:-1], sources)
+    trees = cli.make_trees("plain", tmp_path)
+    assert cli.run("apply", *trees.args, series=older,
+                   lock_dir=lock_dir).returncode == 0
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+
+    _refused(result, "carries series")
+    assert "dsv4patch revert" in result.stderr
+    assert trees.digests() == before
+    # The journal, not the release's series, says what to undo.
+    assert cli.run("revert", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
