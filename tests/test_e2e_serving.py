@@ -236,3 +236,29 @@ def test_unservable_request_gets_a_400_that_says_why(
     message = str(info.value)
     assert named in message
     assert "--async-scheduling" in message
+
+
+def test_two_streamed_choices_keep_their_own_parser_state(
+        server: HarnessServer, client: openai.OpenAI) -> None:
+    server.push_script("Look it up.</think>" + WEATHER_CALL)
+    server.push_script("No tool needed.</think>It is sunny in Oslo.")
+
+    choices: dict[int, dict[str, Any]] = {}
+    for chunk in client.chat.completions.create(
+            model=MODEL_NAME, messages=ASK, tools=WEATHER_TOOLS, n=2, stream=True,
+            extra_body={"chat_template_kwargs": {"thinking": True}}):
+        for choice in chunk.choices:
+            got = choices.setdefault(choice.index, {
+                "reasoning": "", "content": "", "calls": [], "finish": None})
+            got["reasoning"] += (choice.delta.model_extra or {}).get("reasoning") or ""
+            got["content"] += choice.delta.content or ""
+            got["calls"] += [c.function.name for c in choice.delta.tool_calls or []
+                             if c.function and c.function.name]
+            got["finish"] = choice.finish_reason or got["finish"]
+
+    by_reasoning = {got["reasoning"]: got for got in choices.values()}
+    called = by_reasoning["Look it up."]
+    answered = by_reasoning["No tool needed."]
+    assert (called["calls"], called["finish"]) == (["get_weather"], "tool_calls")
+    assert (answered["content"], answered["finish"]) == ("It is sunny in Oslo.", "stop")
+    assert answered["calls"] == [] and not called["content"].strip()

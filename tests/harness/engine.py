@@ -10,6 +10,7 @@ token, or in MTP-like steps of two or three tokens.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
@@ -24,6 +25,7 @@ from vllm.tokenizers import TokenizerLike
 from vllm.v1.engine import EngineCoreOutput, EngineCoreRequest, FinishReason
 from vllm.v1.engine.input_processor import InputProcessor
 from vllm.v1.engine.output_processor import OutputProcessor, RequestOutputCollector
+from vllm.v1.engine.parallel_sampling import ParentRequest
 
 # Step patterns: how many tokens the engine hands out per step. "mtp" mimics one
 # speculative token that is accepted most of the time.
@@ -73,6 +75,15 @@ class RecordedRequest:
             "max_tokens": self.max_tokens,
             "steps": self.steps,
         }
+
+
+def replace_request(
+    request: EngineCoreRequest, request_id: str, params: SamplingParams
+) -> EngineCoreRequest:
+    child = copy.copy(request)
+    child.request_id = request_id
+    child.sampling_params = params
+    return child
 
 
 def _structured_outputs_json(params: SamplingParams) -> dict[str, Any] | None:
@@ -133,18 +144,17 @@ class ScriptedEngineClient(EngineClient):
         params = request.sampling_params
         assert params is not None
 
-        script, steps = self._script_for(request)
-
         collector = RequestOutputCollector(output_kind=params.output_kind)
-        self.output_processor.add_request(request, prompt_text, None, 0, collector)
+        parent, children = self._fan_out(request)
+        running = {}
+        for index, child in enumerate(children):
+            self.output_processor.add_request(child, prompt_text, parent, index,
+                                              collector)
+            script, steps = self._script_for(child)
+            running[child.request_id] = iter(self._steps(child, script, steps))
         try:
-            for step_ids, finish, stop_reason in self._steps(request, script, steps):
-                self.output_processor.process_outputs([EngineCoreOutput(
-                    request_id=request.request_id,
-                    new_token_ids=step_ids,
-                    finish_reason=finish,
-                    stop_reason=stop_reason,
-                )])
+            while running:
+                self.output_processor.process_outputs(self._next_step(running))
                 out = collector.get_nowait()
                 if out is not None:
                     assert isinstance(out, RequestOutput)
@@ -153,7 +163,39 @@ class ScriptedEngineClient(EngineClient):
                         return
                 await asyncio.sleep(self.step_delay)
         finally:
-            self.output_processor.abort_requests([request.request_id])
+            self.output_processor.abort_requests([c.request_id for c in children])
+
+    @staticmethod
+    def _fan_out(
+        request: EngineCoreRequest,
+    ) -> tuple[ParentRequest | None, list[EngineCoreRequest]]:
+        """One engine request per sample, as AsyncLLM does for n > 1."""
+        params = request.sampling_params
+        assert params is not None
+        if params.n == 1:
+            return None, [request]
+        parent = ParentRequest(request.request_id, params)
+        children = []
+        for index in range(params.n):
+            child_id, child_params = parent.get_child_info(index)
+            children.append(replace_request(request, child_id, child_params))
+        return parent, children
+
+    @staticmethod
+    def _next_step(running: dict[str, Any]) -> list[EngineCoreOutput]:
+        """One engine step: the next tokens of every unfinished sample."""
+        outputs = []
+        for request_id, stepper in list(running.items()):
+            step_ids, finish, stop_reason = next(stepper)
+            outputs.append(EngineCoreOutput(
+                request_id=request_id,
+                new_token_ids=step_ids,
+                finish_reason=finish,
+                stop_reason=stop_reason,
+            ))
+            if finish is not None:
+                del running[request_id]
+        return outputs
 
     def _script_for(self, request: EngineCoreRequest) -> tuple[Script, str]:
         """The completion to replay (queued first, else the model's) and its steps;
