@@ -82,12 +82,28 @@ def apply(stage: Path, patch: bytes, *, check: bool = False, reverse: bool = Fal
 
 
 def describe(tree: Path) -> str | None:
-    """Return the tag `tree`'s own repository has at HEAD, if any."""
+    """Return a tag of `tree`'s own repository that points at its HEAD, if any.
+
+    GitPython reads the refs and objects in-process, so identifying a clone costs
+    no git process; the images' vLLM tree is a depth-1 clone of its tag.
+    """
     if not (tree / ".git").exists():
         return None
-    result = run(["--git-dir", str(tree / ".git"), "describe", "--tags",
-                  "--abbrev=0", "HEAD"], cwd=tree)
-    return result.stdout.strip() or None if result.returncode == 0 else None
+
+    # GitPython probes for a git binary on import; a missing one must surface as
+    # our own PatchError from executable(), not as an ImportError here.
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    import git as gitpython
+    from git.db import GitDB
+
+    try:
+        with gitpython.Repo(tree, odbt=GitDB, search_parent_directories=False) as repo:
+            head = repo.head.commit
+            tags = sorted(tag.name for tag in repo.tags if tag.commit == head)
+    except (gitpython.GitError, ValueError, OSError) as exc:
+        log.debug("git: cannot read the tags of %s: %s", tree, exc)
+        return None
+    return tags[0] if tags else None
 
 
 def _indent(text: str) -> str:
