@@ -35,7 +35,7 @@ demo: image
 	$(PY) tools/demo.py
 
 bench: image
-	$(PY) -m benchmarks
+	set -e; for script in benchmarks/*.py; do $(PY) $$script; done
 
 clean-image:
 	rm -rf $(IMAGE) $(VENV)/.vllm-installed
