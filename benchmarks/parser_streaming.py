@@ -38,12 +38,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 WORDS = (
     "def return value index query result build error retry queue self None "
-    "if else for in range print Zürich 北京 résumé <b> a<b && x->y \"q\" \\n"
+    'if else for in range print Zürich 北京 résumé <b> a<b && x->y "q" \\n'
 ).split()
 HEAD = (
-    "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"write_file\">\n"
-    "<｜DSML｜parameter name=\"path\" string=\"true\">src/big.py</｜DSML｜parameter>\n"
-    "<｜DSML｜parameter name=\"content\" string=\"true\">"
+    '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="write_file">\n'
+    '<｜DSML｜parameter name="path" string="true">src/big.py</｜DSML｜parameter>\n'
+    '<｜DSML｜parameter name="content" string="true">'
 )
 TAIL = "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>"
 
@@ -152,14 +152,14 @@ def argument_table(tokenizer, tool_cls, request, sizes_kib: list[int]) -> list[s
 
         arguments = run()
         assert json.loads(arguments)["content"] == expected
-        seconds = cpu_seconds(run, 3 if kib <= 64 else 1)
+        seconds = cpu_seconds(run, 3)
         rows.append(row(f"{kib} KiB", len(deltas), seconds, previous))
         previous = seconds
     return rows
 
 
 def reasoning_table(
-    tokenizer, parser_cls, kwargs, sizes: list[int], title: str
+    tokenizer, parser_cls, kwargs, sizes: list[int], title: str, repeats: int
 ) -> list[str]:
     rng = random.Random(1)
     base = one_token_deltas(tokenizer, text_of(rng, 40_000))
@@ -182,7 +182,7 @@ def reasoning_table(
             return stream_reasoning(parser, prompt, deltas)
 
         assert run() > 0
-        seconds = cpu_seconds(run, 3 if tokens <= 16_000 else 1)
+        seconds = cpu_seconds(run, repeats)
         rows.append(row(f"{tokens // 1000}k tokens", tokens, seconds, previous))
         previous = seconds
     return rows
@@ -226,20 +226,22 @@ def main() -> None:
         tokenizer = drv.load_tokenizer(model)
         reasoning_cls, tool_cls = drv.parser_classes()
         v3_cls = ReasoningParserManager.get_reasoning_parser("deepseek_v3")
-        request = drv.make_request({
-            "tools": [{"type": "function", "function": {"name": "write_file"}}],
-            "tool_choice": "auto",
-            "chat_template_kwargs": {"thinking": False},
-        })
+        request = drv.make_request(
+            {
+                "tools": [{"type": "function", "function": {"name": "write_file"}}],
+                "tool_choice": "auto",
+                "chat_template_kwargs": {"thinking": False},
+            }
+        )
         thinking = {"thinking": True}
 
         for table in (
             argument_table(tokenizer, tool_cls, request, kib),
             reasoning_table(
-                tokenizer, reasoning_cls, thinking, tokens, "deepseek_v4 reasoning"
+                tokenizer, reasoning_cls, thinking, tokens, "deepseek_v4 reasoning", 3
             ),
             reasoning_table(
-                tokenizer, v3_cls, thinking, reference, "v0.13.0 deepseek_v3"
+                tokenizer, v3_cls, thinking, reference, "v0.13.0 deepseek_v3", 1
             ),
         ):
             print("\n".join(table))

@@ -63,7 +63,9 @@ def stream_variants(tokenizer, case: dict) -> dict[str, list]:
     if isinstance(case["model_output"], list):
         variants["given"] = drv.text_steps(tokenizer, case["model_output"], eos)
     for size in case.get("stream_chunk_chars", []):
-        variants[f"chars{size}"] = drv.text_steps(tokenizer, drv.chunked(text, size), eos)
+        variants[f"chars{size}"] = drv.text_steps(
+            tokenizer, drv.chunked(text, size), eos
+        )
     variants["tokens"] = drv.token_steps(tokenizer, text, None, eos)
     for seed in MTP_SEEDS:
         rng = random.Random(seed)
@@ -120,7 +122,10 @@ def test_case_streamed(tokenizer, case):
     engine_reason = case.get("generation_finish_reason", "stop")
     for name, steps in stream_variants(tokenizer, case).items():
         parsed = drv.stream(
-            tokenizer, request, steps, tool_parser=tool_parser,
+            tokenizer,
+            request,
+            steps,
+            tool_parser=tool_parser,
             finish_reason=engine_reason,
         )
         try:
@@ -136,8 +141,11 @@ def golden_request(case: dict) -> dict:
         for name in (*names, "ping")
     ]
     thinking = case["thinking_mode"] == "thinking"
-    return {"tools": tools, "tool_choice": "auto",
-            "chat_template_kwargs": {"thinking": thinking}}
+    return {
+        "tools": tools,
+        "tool_choice": "auto",
+        "chat_template_kwargs": {"thinking": thinking},
+    }
 
 
 def check_golden(case: dict, parsed: drv.Parsed) -> None:
@@ -179,7 +187,8 @@ def test_golden_streamed(tokenizer, case):
 
 
 @pytest.mark.parametrize(
-    "case", [c for c in GOLDEN if not c["expected"]["tool_calls"]],
+    "case",
+    [c for c in GOLDEN if not c["expected"]["tool_calls"]],
     ids=lambda c: c["id"],
 )
 def test_golden_without_tools(tokenizer, case):

@@ -64,7 +64,8 @@ def no_parser_errors(monkeypatch):
 
     caught: list[str] = []
     monkeypatch.setattr(
-        deepseekv4_tool_parser.logger, "exception",
+        deepseekv4_tool_parser.logger,
+        "exception",
         lambda message, *args, **kwargs: caught.append(message % args),
     )
     yield caught
@@ -126,9 +127,36 @@ def test_random_token_steps(tok, no_parser_errors, item, seed):
 # ---- generated DSML documents ------------------------------------------------
 
 _PIECES = [
-    "a", "Zürich", "中文", " ", "\n", "\t", "<", ">", "</", "/", '"', "'", "\\",
-    "&", "{", "}", "[", "]", ":", ",", "0", "42", "｜", "DSML", "think>",
-    "parameter", "invoke", "tool_calls", "<b>", "x</y>",
+    "a",
+    "Zürich",
+    "中文",
+    " ",
+    "\n",
+    "\t",
+    "<",
+    ">",
+    "</",
+    "/",
+    '"',
+    "'",
+    "\\",
+    "&",
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "0",
+    "42",
+    "｜",
+    "DSML",
+    "think>",
+    "parameter",
+    "invoke",
+    "tool_calls",
+    "<b>",
+    "x</y>",
 ]
 _FORBIDDEN_IN_TEXT = ("｜DSML｜", drv.EOS, "<｜begin▁of▁sentence｜>")
 
@@ -139,8 +167,11 @@ text_values = (
 )
 prose = text_values.filter(lambda s: "<think>" not in s and "</think>" not in s)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6)
-    | st.floats(allow_nan=False, allow_infinity=False) | text_values,
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text_values,
     lambda inner: st.lists(inner, max_size=3)
     | st.dictionaries(st.text("abc", min_size=1, max_size=3), inner, max_size=3),
     max_leaves=6,
@@ -148,7 +179,9 @@ json_values = st.recursive(
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True)
 parameters = st.dictionaries(
     names.filter(lambda n: n not in ("arguments", "input")),
-    st.one_of(text_values.map(lambda v: (v, True)), json_values.map(lambda v: (v, False))),
+    st.one_of(
+        text_values.map(lambda v: (v, True)), json_values.map(lambda v: (v, False))
+    ),
     max_size=4,
 )
 invokes = st.lists(st.tuples(names, parameters), min_size=1, max_size=3)
@@ -186,10 +219,22 @@ def documents(draw):
 
 
 _JUNK = [
-    "<｜DSML｜", "</｜DSML｜", "</｜DSML｜parameter>", "</｜DSML｜invoke>",
-    '<｜DSML｜invoke name="x">', '<｜DSML｜parameter name="p" string="true">',
-    "<｜DSML｜tool_calls>", "</｜DSML｜tool_calls>", "｜DSML｜", drv.EOS,
-    "<think>", "</think>", ">", '"', "\n", "<",
+    "<｜DSML｜",
+    "</｜DSML｜",
+    "</｜DSML｜parameter>",
+    "</｜DSML｜invoke>",
+    '<｜DSML｜invoke name="x">',
+    '<｜DSML｜parameter name="p" string="true">',
+    "<｜DSML｜tool_calls>",
+    "</｜DSML｜tool_calls>",
+    "｜DSML｜",
+    drv.EOS,
+    "<think>",
+    "</think>",
+    ">",
+    '"',
+    "\n",
+    "<",
 ]
 
 
@@ -211,11 +256,13 @@ def mangled(draw):
 
 
 def tools_request(thinking: bool):
-    return drv.make_request({
-        "tools": [{"type": "function", "function": {"name": "f"}}],
-        "tool_choice": "auto",
-        "chat_template_kwargs": {"thinking": thinking},
-    })
+    return drv.make_request(
+        {
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tool_choice": "auto",
+            "chat_template_kwargs": {"thinking": thinking},
+        }
+    )
 
 
 def random_steps(tokenizer, text: str, seed: int):
@@ -253,9 +300,7 @@ def test_well_formed_documents_parse_to_their_calls(
 
 @settings(SETTINGS, max_examples=2000)
 @given(document=mangled(), seed=st.integers(0, 2**16))
-def test_mangled_documents_never_leak_or_raise(
-    tok, no_parser_errors, document, seed
-):
+def test_mangled_documents_never_leak_or_raise(tok, no_parser_errors, document, seed):
     tokenizer = tok.tokenizer
     thinking, output = document
     if drv.EOS in output:

@@ -7,8 +7,8 @@ import pytest
 from tests.support import parser_driver as drv
 
 DSML_BLOCK = (
-    "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"read\">\n"
-    "<｜DSML｜parameter name=\"path\" string=\"true\">a.txt</｜DSML｜parameter>\n"
+    '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="read">\n'
+    '<｜DSML｜parameter name="path" string="true">a.txt</｜DSML｜parameter>\n'
     "</｜DSML｜invoke>\n</｜DSML｜tool_calls>"
 )
 
@@ -57,7 +57,9 @@ def test_registered_under_deepseek_v4(parser_cls):
         ({"thinking": True, "reasoning_effort": "max"}, True),
     ],
 )
-def test_thinking_default_matches_the_tokenizer(tokenizer, parser_cls, kwargs, thinking):
+def test_thinking_default_matches_the_tokenizer(
+    tokenizer, parser_cls, kwargs, thinking
+):
     from vllm.tokenizers.deepseek_v4_encoding import thinking_requested
 
     assert thinking_requested(kwargs) is thinking

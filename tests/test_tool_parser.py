@@ -27,17 +27,25 @@ def invoke(name: str, *params: tuple[str, str, bool]) -> str:
 
 
 def tool(name: str, properties: dict | None = None) -> dict:
-    parameters = None if properties is None else {
-        "type": "object", "properties": properties,
-    }
+    parameters = (
+        None
+        if properties is None
+        else {
+            "type": "object",
+            "properties": properties,
+        }
+    )
     return {"type": "function", "function": {"name": name, "parameters": parameters}}
 
 
 def request_for(*tools: dict, tool_choice="auto"):
-    return drv.make_request({
-        "tools": list(tools), "tool_choice": tool_choice,
-        "chat_template_kwargs": {"thinking": False},
-    })
+    return drv.make_request(
+        {
+            "tools": list(tools),
+            "tool_choice": tool_choice,
+            "chat_template_kwargs": {"thinking": False},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +153,7 @@ def test_lone_arguments_parameter_is_unwrapped(tokenizer):
 
 
 def test_wrapper_followed_by_more_parameters_is_not_unwrapped(tokenizer):
-    output = block(
-        invoke("f", ("input", '{"a": 1}', False), ("b", "x", True))
-    )
+    output = block(invoke("f", ("input", '{"a": 1}', False), ("b", "x", True)))
     parsed = both_ways(tokenizer, request_for(tool("f")), output)
     assert arguments_of(parsed) == [{"input": {"a": 1}, "b": "x"}]
 
@@ -171,7 +177,7 @@ def test_calls_get_unique_ids_and_empty_arguments(tokenizer):
 
 
 def test_string_arguments_stream_as_they_arrive(tokenizer):
-    value = "".join(f"line {n}: a < b, \"q\" \\ \t</t\n" for n in range(300))
+    value = "".join(f'line {n}: a < b, "q" \\ \t</t\n' for n in range(300))
     output = block(invoke("write", ("path", "a.txt", True), ("content", value, True)))
     steps = drv.token_steps(tokenizer, output, None, True)
     parsed = drv.stream(tokenizer, request_for(tool("write")), steps)
@@ -196,7 +202,9 @@ def test_content_streams_before_a_partial_tag_resolves(tokenizer, parser_cls):
 
 
 def test_truncated_call_is_recorded_but_never_completed(tokenizer, parser_cls):
-    output = block(invoke("write", ("path", "a.txt", True), ("content", "x" * 50, True)))
+    output = block(
+        invoke("write", ("path", "a.txt", True), ("content", "x" * 50, True))
+    )
     truncated = output[: output.index("x" * 50) + 20]
     request = request_for(tool("write"))
     assert drv.complete(tokenizer, request, truncated).calls == []
@@ -221,7 +229,9 @@ def test_reused_instance_starts_each_stream_clean(tokenizer, parser_cls):
     assert first.calls[0]["id"] != second.calls[0]["id"]
     assert len(parser.prev_tool_call_arr) == 1
 
-    plain = drv.stream(tokenizer, request, drv.text_steps(tokenizer, ["Hi"], True), parser)
+    plain = drv.stream(
+        tokenizer, request, drv.text_steps(tokenizer, ["Hi"], True), parser
+    )
     assert plain.content == "Hi" and parser.prev_tool_call_arr == []
 
 

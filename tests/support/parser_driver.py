@@ -77,7 +77,9 @@ def prompt_ids(tokenizer: Any, request: Any) -> list[int]:
     """Token ids of a prompt ending the way the encoder ends it."""
     from vllm.tokenizers.deepseek_v4_encoding import thinking_requested
 
-    think = "<think>" if thinking_requested(request.chat_template_kwargs) else "</think>"
+    think = (
+        "<think>" if thinking_requested(request.chat_template_kwargs) else "</think>"
+    )
     text = f"<｜begin▁of▁sentence｜><｜User｜>hi<｜Assistant｜>{think}"
     return tokenizer.encode(text, add_special_tokens=False)
 
@@ -248,8 +250,12 @@ def stream(
 
         if not with_tools:
             delta = reasoning_parser.extract_reasoning_streaming(
-                previous_text, current_text, delta_text,
-                previous_ids, current_ids, delta_ids,
+                previous_text,
+                current_text,
+                delta_text,
+                previous_ids,
+                current_ids,
+                delta_ids,
             )
         else:
             reasoning_tail = None
@@ -260,8 +266,12 @@ def stream(
                     current_ids = list(delta_ids)
                 else:
                     delta = reasoning_parser.extract_reasoning_streaming(
-                        previous_text, current_text, delta_text,
-                        previous_ids, current_ids, delta_ids,
+                        previous_text,
+                        current_text,
+                        delta_text,
+                        previous_ids,
+                        current_ids,
+                        delta_ids,
                     )
                     if reasoning_parser.is_reasoning_end(list(delta_ids)):
                         reasoning_ended = True
