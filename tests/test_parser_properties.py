@@ -165,7 +165,11 @@ text_values = (
     .map("".join)
     .filter(lambda s: not any(mark in s for mark in _FORBIDDEN_IN_TEXT))
 )
-prose = text_values.filter(lambda s: "<think>" not in s and "</think>" not in s)
+# Prose keeps clear of "｜": a "｜…" fragment right before a block is dropped
+# as markup debris (docs/parsers.md); values keep it.
+prose = text_values.filter(
+    lambda s: "<think>" not in s and "</think>" not in s and "｜" not in s
+)
 json_values = st.recursive(
     st.none()
     | st.booleans()
