@@ -66,6 +66,21 @@ def test_parser_path_needs_the_opt_out_and_tools(ptc: Any) -> None:
     assert not ptc.parser_handles_tool_choice(request("required"), None)
 
 
+def test_a_request_without_tools_goes_through_an_opted_out_parser(ptc: Any) -> None:
+    from vllm.entrypoints.openai.protocol import ChatCompletionRequest
+
+    class OptedOut:
+        supports_required_and_named = False
+
+    bare = ChatCompletionRequest(model="m",
+                                 messages=[{"role": "user", "content": "x"}])
+
+    assert ptc.parser_handles_tool_choice(bare, OptedOut)
+    assert not ptc.parser_handles_tool_choice(bare, object)
+    assert ptc.drops_all_calls(bare)
+    assert ptc.StreamedCallFilter(bare)(delta(0, "get_weather", "{}")) is None
+
+
 def test_named_filter_drops_other_calls_and_renumbers(ptc: Any) -> None:
     keep = ptc.StreamedCallFilter(request(NAMED))
 
@@ -108,3 +123,131 @@ def test_cut_at_markup(ptc: Any) -> None:
     assert ptc.cut_at_markup(start + "junk", start) is None
     assert ptc.cut_at_markup("plain", start) == "plain"
     assert ptc.cut_at_markup(None, start) is None
+
+
+def test_merge_keeps_text_in_order_and_joins_a_call(ptc: Any) -> None:
+    from vllm.entrypoints.openai.protocol import DeltaMessage
+
+    first = delta(0, "get_weather", "")
+    first.tool_calls[0].id = "call_1"
+    first.content, first.reasoning = "Sure", "think"
+    second = delta(0, None, '{"location": "Oslo"}')
+    second.tool_calls += delta(1, "get_time", "{").tool_calls
+    second.content = ", checking."
+
+    merged = ptc.merge_deltas(first, second)
+
+    assert (merged.reasoning, merged.content) == ("think", "Sure, checking.")
+    assert [(c.index, c.id, c.function.name, c.function.arguments)
+            for c in merged.tool_calls] == [
+        (0, "call_1", "get_weather", '{"location": "Oslo"}'),
+        (1, None, "get_time", "{")]
+    assert first.tool_calls[0].function.arguments == ""
+    assert ptc.merge_deltas(None, first) is first
+    assert ptc.merge_deltas(first, None) is first
+    assert "tool_calls" not in ptc.merge_deltas(
+        DeltaMessage(content="a"), DeltaMessage(reasoning="b")).model_dump(
+            exclude_unset=True)
+
+
+@pytest.mark.parametrize(("expected", "streamed", "rest"), [
+    ('{"a": 1}', '{"a": ', "1}"),
+    ('{"a": 1}', "", '{"a": 1}'),
+    ('{"a": 1}', '{"a": 1}', None),
+    ("{}", '{"path": "a', None),
+    ('{"a": 1}', '{"b"', None),
+])
+def test_unstreamed_arguments_only_complete_a_prefix(
+        ptc: Any, expected: str, streamed: str, rest: str | None) -> None:
+    assert ptc.unstreamed_arguments(expected, streamed) == rest
+
+
+def test_streamed_calls_count_only_whole_calls(ptc: Any) -> None:
+    calls = ptc.StreamedCalls()
+
+    calls.add(delta(0, "write_file", ""))
+    calls.add(delta(0, None, '{"path": "a'))
+    calls.add(delta(1, "get_time", ""))
+    calls.add(delta(1, None, '{"city": "Oslo"}'))
+    calls.add(delta(2, None, "{}"))
+    calls.add(None)
+
+    assert calls.complete() == 1
+
+
+@pytest.fixture(scope="module")
+def v4_tokenizer(patched_vllm: Path, model_path: Path) -> Any:
+    from tests.support import parser_driver
+
+    return parser_driver.load_tokenizer(model_path)
+
+
+def test_content_flushed_by_the_reasoning_parser_goes_through_the_tool_parser(
+        ptc: Any, v4_tokenizer: Any) -> None:
+    from vllm.entrypoints.openai.protocol import DeltaMessage
+    from vllm.entrypoints.openai.serving_chat import OpenAIServingChat
+    from vllm.reasoning import ReasoningParser
+    from vllm.tool_parsers import ToolParserManager
+
+    held = ('\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="get_time">\n'
+            '<｜DSML｜parameter name="city" string="true">Oslo</｜DSML｜parameter>\n'
+            '</｜DSML｜invoke>\n</｜DSML｜tool_calls>')
+
+    class HoldsTheTail(ReasoningParser):
+        """Stands for a reasoning parser that held the last text back."""
+
+        def is_reasoning_end(self, input_ids: Any) -> bool:
+            return True
+
+        def extract_content_ids(self, input_ids: Any) -> Any:
+            return input_ids
+
+        def extract_reasoning(self, model_output: str, request: Any) -> Any:
+            return None, model_output
+
+        def extract_reasoning_streaming(self, *args: Any) -> Any:
+            return None
+
+        def finish_streaming(self) -> Any:
+            return DeltaMessage(reasoning="tail", content=held)
+
+    tool_cls = ToolParserManager.get_tool_parser("deepseek_v4")
+    for choice, names in (("auto", ["get_time"]), ("none", [])):
+        req = request(choice)
+        tool_parser = tool_cls(v4_tokenizer)
+        tool_parser.extract_tool_calls_streaming(
+            "", "Sure.", "Sure.", [], [], [], request=req)
+
+        flushed = OpenAIServingChat._finish_streaming_parsers(
+            HoldsTheTail(v4_tokenizer), tool_parser, ptc.StreamedCallFilter(req),
+            "Sure.", req)
+
+        assert flushed.reasoning == "tail"
+        assert "DSML" not in (flushed.content or "")
+        assert [c.function.name for c in flushed.tool_calls] == names
+        if names:
+            assert flushed.tool_calls[0].function.arguments == '{"city": "Oslo"}'
+
+
+def test_no_arguments_are_guessed_for_a_parser_that_flushes_itself(
+        v4_tokenizer: Any) -> None:
+    from vllm.entrypoints.openai.serving_chat import OpenAIServingChat
+    from vllm.tool_parsers import ToolParserManager
+
+    tool_cls = ToolParserManager.get_tool_parser("deepseek_v4")
+
+    class FlushesItself(tool_cls):  # type: ignore[misc, valid-type]
+        def finish_streaming(self) -> Any:
+            return None
+
+    for cls, expected in ((tool_cls, '{"a": 1}'), (FlushesItself, None)):
+        parser = cls(v4_tokenizer)
+        # A call the parser recorded in full but streamed only in part, as
+        # parsers with partial-JSON look-behind do.
+        parser.prev_tool_call_arr = [{"name": "f", "arguments": {"a": 1}}]
+        parser.streamed_args_for_tool = [""]
+
+        rest = OpenAIServingChat._unstreamed_tool_arguments(parser)
+
+        got = rest.tool_calls[0].function.arguments if rest else None
+        assert got == expected
