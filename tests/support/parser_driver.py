@@ -4,8 +4,8 @@
 the reasoning parser first (asked `is_reasoning_end` on the prompt and on each
 delta), then, once the reasoning is over, the tool parser on the content, with
 the same previous/current text and token-id bookkeeping, the reasoning tail
-kept when one delta ends the reasoning and starts a call, and the end-of-stream
-check for unstreamed arguments. `complete` mirrors the non-streaming path.
+kept when one delta ends the reasoning and starts a call, and the parsers'
+`finish_streaming` when the engine ends the stream. `complete` mirrors the non-streaming path.
 
 Everything here calls the real parser classes from vLLM's registries.
 """
@@ -222,14 +222,15 @@ def stream(
     request: Any,
     steps: Sequence[tuple[str, list[int]]],
     tool_parser: Any = None,
-    finish_reason: str = "stop",
+    finish_reason: str | None = "stop",
 ) -> Parsed:
-    """The streaming path of serving_chat for one choice, step by step."""
-    from vllm.entrypoints.openai.protocol import (
-        DeltaFunctionCall,
-        DeltaMessage,
-        DeltaToolCall,
-    )
+    """The streaming path of serving_chat for one choice, step by step.
+
+    `finish_reason` is the engine's; any reason (EOS, a stop string, length)
+    ends the stream with the parsers' `finish_streaming`, None leaves the
+    stream open.
+    """
+    from vllm.entrypoints.openai.protocol import DeltaMessage
 
     reasoning_cls, tool_cls = parser_classes()
     reasoning_parser = reasoning_cls(
@@ -243,8 +244,7 @@ def stream(
     client = _Client()
     previous_text, previous_ids = "", []
     reasoning_ended, content_handed_over = False, False
-    for number, (delta_text, delta_ids) in enumerate(steps):
-        last = number == len(steps) - 1
+    for delta_text, delta_ids in steps:
         current_text = previous_text + delta_text
         current_ids = previous_ids + list(delta_ids)
 
@@ -305,45 +305,53 @@ def stream(
                         tool_calls=delta.tool_calls if delta else [],
                     )
 
-            if (
-                last
-                and finish_reason != "length"
-                and delta is not None
-                and delta.tool_calls
-                and request.tool_choice in ("auto", "required", None)
-            ):
-                # serving_chat's end-of-stream check for arguments that were
-                # not streamed: it resends the difference between the parser's
-                # record and what was streamed. After a length stop a call can
-                # be half written, and the difference is meaningless, so the
-                # serving layer must skip it then.
-                index = len(tool_parser.prev_tool_call_arr) - 1
-                function = delta.tool_calls[0].function
-                sent_last = len(function.arguments or "") if function else 0
-                expected = json.dumps(
-                    tool_parser.prev_tool_call_arr[index].get("arguments", {}),
-                    ensure_ascii=False,
-                )
-                actual = tool_parser.streamed_args_for_tool[index]
-                if sent_last:
-                    actual = actual[:-sent_last]
-                remaining = expected.replace(actual, "", 1)
-                delta = DeltaMessage(
-                    tool_calls=[
-                        DeltaToolCall(
-                            index=index,
-                            function=DeltaFunctionCall(arguments=remaining),
-                        )
-                    ]
-                )
-
         client.receive(delta)
         previous_text, previous_ids = current_text, current_ids
+
+    if finish_reason is not None:
+        tool_text = previous_text if content_handed_over else ""
+        for delta in _finish(reasoning_parser, tool_parser, tool_text, request):
+            client.receive(delta)
 
     result = client.result()
     if with_tools:
         _check_parser_records(tool_parser, client)
     return result
+
+
+def _finish(
+    reasoning_parser: Any, tool_parser: Any, tool_text: str, request: Any
+) -> list[Any]:
+    """serving_chat's end of a stream: what each parser held back.
+
+    Content the reasoning parser releases here is output the tool parser has
+    not seen yet, so it goes through the tool parser before that one ends.
+    """
+    from vllm.entrypoints.openai.protocol import DeltaMessage
+
+    flushed = reasoning_parser.finish_streaming()
+    if tool_parser is None:
+        return [flushed]
+
+    deltas = []
+    held = flushed.content if flushed is not None else None
+    if held:
+        deltas.append(DeltaMessage(reasoning=flushed.reasoning))
+        deltas.append(
+            tool_parser.extract_tool_calls_streaming(
+                previous_text=tool_text,
+                current_text=tool_text + held,
+                delta_text=held,
+                previous_token_ids=[],
+                current_token_ids=[],
+                delta_token_ids=[],
+                request=request,
+            )
+        )
+    else:
+        deltas.append(flushed)
+    deltas.append(tool_parser.finish_streaming())
+    return deltas
 
 
 def _check_parser_records(tool_parser: Any, client: _Client) -> None:
