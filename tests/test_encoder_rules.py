@@ -54,7 +54,12 @@ def _call(call_id, name, arguments):
         ({"thinking": False}, False),
         ({"thinking": True}, True),
         ({"enable_thinking": True}, True),
-        ({"enable_thinking": 1}, True),
+        ({"thinking": "false"}, False),
+        ({"thinking": "False"}, False),
+        ({"enable_thinking": "TRUE"}, True),
+        ({"thinking": None, "enable_thinking": True}, True),
+        ({"thinking": True, "enable_thinking": "true"}, True),
+        ({"thinking": "false", "reasoning_effort": "max"}, False),
         ({"thinking": True, "reasoning_effort": "none"}, False),
         ({"enable_thinking": True, "reasoning_effort": "none"}, False),
         ({"thinking": True, "reasoning_effort": "high"}, True),
@@ -62,6 +67,23 @@ def _call(call_id, name, arguments):
 )
 def test_thinking_requested(enc, kwargs, expected):
     assert enc.thinking_requested(kwargs) is expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"thinking": "0"}, "'thinking'"),
+        ({"thinking": "yes"}, "'thinking'"),
+        ({"enable_thinking": 1}, "'enable_thinking'"),
+        ({"thinking": []}, "'thinking'"),
+        ({"thinking": True, "enable_thinking": False}, "disagree"),
+        ({"thinking": "true", "enable_thinking": "False"}, "disagree"),
+        ({"thinking": "no", "reasoning_effort": "none"}, "'thinking'"),
+    ],
+)
+def test_thinking_switch_refuses_what_it_cannot_read(enc, kwargs, named):
+    with pytest.raises(ValueError, match=named):
+        enc.thinking_requested(kwargs)
 
 
 # --- reasoning effort --------------------------------------------------------------

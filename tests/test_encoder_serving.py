@@ -199,6 +199,19 @@ def test_effort_none_switches_thinking_off(chat):
     assert prompt.endswith("<｜Assistant｜></think>")
 
 
+@pytest.mark.parametrize(
+    ("switch", "ending"),
+    [("false", "</think>"), ("FALSE", "</think>"), ("True", "<think>")],
+)
+def test_thinking_switch_as_a_string(chat, switch, ending):
+    status, _, prompt = chat.post(
+        {"messages": _user("Hi"), "chat_template_kwargs": {"thinking": switch}}
+    )
+
+    assert status == 200
+    assert prompt.endswith("<｜Assistant｜>" + ending)
+
+
 @pytest.fixture(scope="module")
 def model_0731(model_path, tmp_path_factory):
     """A copy of the test model whose bundled encoder is the 0731 one."""
@@ -453,6 +466,17 @@ BAD_REQUESTS = {
     "empty-developer-message": (
         {"messages": [{"role": "developer", "content": ""}] + _user("Hi")},
         ["developer", "non-empty"],
+    ),
+    "thinking-not-a-boolean": (
+        {"messages": _user("Hi"), "chat_template_kwargs": {"thinking": "0"}},
+        ["'thinking'", "true or false"],
+    ),
+    "thinking-switches-disagree": (
+        {
+            "messages": _user("Hi"),
+            "chat_template_kwargs": {"thinking": True, "enable_thinking": False},
+        },
+        ["'thinking'", "'enable_thinking'", "disagree"],
     ),
     "unknown-task": (
         {"messages": [{"role": "user", "content": "x", "task": "summarize"}]},
