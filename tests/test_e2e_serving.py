@@ -303,26 +303,6 @@ def stream_calls(client: openai.OpenAI, **request: Any) -> dict[str, Any]:
     return {"calls": [calls[i] for i in sorted(calls)], "finish_reason": finish}
 
 
-def requires_parser_flush(request: pytest.FixtureRequest) -> None:
-    """Mark a test that needs the deepseek_v4 parsers' `finish_streaming`.
-
-    Patch 0004 calls the hook at the end of every stream; the parsers of
-    patches 0002/0003 implement it in a follow-up. Until then the test is an
-    expected failure, and a strict one: it starts passing with the follow-up.
-    """
-    from vllm.reasoning.abs_reasoning_parsers import ReasoningParser
-    from vllm.reasoning.deepseek_v4_reasoning_parser import DeepSeekV4ReasoningParser
-    from vllm.tool_parsers.abstract_tool_parser import ToolParser
-    from vllm.tool_parsers.deepseekv4_tool_parser import DeepSeekV4ToolParser
-
-    if (DeepSeekV4ReasoningParser.finish_streaming is ReasoningParser.finish_streaming
-            or DeepSeekV4ToolParser.finish_streaming is ToolParser.finish_streaming):
-        request.applymarker(pytest.mark.xfail(
-            strict=True,
-            reason="the deepseek_v4 parsers implement finish_streaming in a "
-                   "follow-up to patches 0002/0003"))
-
-
 @pytest.mark.parametrize(("chunks", "extra", "reasoning", "content"), [
     (["Sure", ", checking." + dsml_block(dsml_invoke("get_weather", location="Oslo"))
       + EOS], {}, None, "Sure, checking."),
@@ -421,9 +401,7 @@ def test_eos_inside_a_call_is_no_call(server: HarnessServer,
 
 
 def test_stop_string_right_after_a_call_header_makes_up_no_arguments(
-        server: HarnessServer, client: openai.OpenAI,
-        request: pytest.FixtureRequest) -> None:
-    requires_parser_flush(request)
+        server: HarnessServer, client: openai.OpenAI) -> None:
     text = "OK." + dsml_block(dsml_invoke("write_file", path="a.txt"))
     server.push_script(text, steps="token")
 
@@ -440,10 +418,8 @@ def test_stop_string_right_after_a_call_header_makes_up_no_arguments(
     ("if a <STOP b", ["STOP"], True),
 ], ids=["angle", "fullwidth-bar", "angle-with-tools"])
 def test_stop_string_keeps_the_text_held_back(
-        server: HarnessServer, client: openai.OpenAI,
-        request: pytest.FixtureRequest, text: str, stop: list[str],
-        tools: bool) -> None:
-    requires_parser_flush(request)
+        server: HarnessServer, client: openai.OpenAI, text: str,
+        stop: list[str], tools: bool) -> None:
     extra = {"tools": WEATHER_TOOLS} if tools else {}
     server.push_script(text, steps="token")
     full = collect(client, False, messages=ASK, stop=stop, **extra)
@@ -455,9 +431,8 @@ def test_stop_string_keeps_the_text_held_back(
 
 
 def test_length_keeps_the_text_held_back(server: HarnessServer,
-                                         client: openai.OpenAI, count_tokens: Any,
-                                         request: pytest.FixtureRequest) -> None:
-    requires_parser_flush(request)
+                                         client: openai.OpenAI,
+                                         count_tokens: Any) -> None:
     text = "Answer: x\n\n<｜"
     steps = count_tokens(text)
     server.push_script(text + " more", steps="token")
@@ -493,3 +468,54 @@ def test_a_400_message_does_not_end_in_none(client: openai.OpenAI) -> None:
     message = info.value.body["message"] if isinstance(info.value.body, dict) else ""
     assert "image_url" in message
     assert not message.rstrip(".").endswith("None"), message
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["full", "stream"])
+def test_thinking_switch_false_as_a_string_is_chat_mode(
+        server: HarnessServer, client: openai.OpenAI, stream: bool) -> None:
+    server.push_script("323")
+
+    got = collect(client, stream, messages=ASK,
+                  extra_body={"chat_template_kwargs": {"thinking": "false"}})
+
+    assert server.requests()[-1]["prompt_text"].endswith("</think>")
+    assert (got["reasoning"], got["content"]) == (None, "323")
+
+
+# The harness itself.
+
+
+def test_a_refused_request_leaves_no_script_behind(server: HarnessServer,
+                                                   client: openai.OpenAI) -> None:
+    server.push_script("The refused request's answer.")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL_NAME, messages=ASK,
+                                       presence_penalty=0.5)
+    server.push_script("The next request's answer.")
+
+    got = collect(client, False, messages=ASK)
+
+    assert got["content"] == "The next request's answer."
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["full", "stream"])
+def test_logprobs_of_the_replayed_tokens(server: HarnessServer,
+                                         client: openai.OpenAI, stream: bool) -> None:
+    server.push_script("Oslo is sunny.")
+    request = {"model": MODEL_NAME, "messages": ASK, "logprobs": True,
+               "top_logprobs": 2}
+
+    if stream:
+        entries = [entry for chunk in client.chat.completions.create(
+                       stream=True, **request)
+                   for choice in chunk.choices if choice.logprobs
+                   for entry in choice.logprobs.content or []]
+    else:
+        choice = client.chat.completions.create(**request).choices[0]
+        entries = choice.logprobs.content
+
+    assert "".join(entry.token for entry in entries).startswith("Oslo is sunny.")
+    assert all(entry.logprob == 0.0 for entry in entries)
+    assert all(len(entry.top_logprobs) == 2 for entry in entries)
+    assert all(top.logprob == -9999.0 for entry in entries
+               for top in entry.top_logprobs[1:])

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from vllm.config import VllmConfig
 from vllm.engine.protocol import EngineClient
 from vllm.outputs import RequestOutput
@@ -26,6 +27,7 @@ from vllm.v1.engine import EngineCoreOutput, EngineCoreRequest, FinishReason
 from vllm.v1.engine.input_processor import InputProcessor
 from vllm.v1.engine.output_processor import OutputProcessor, RequestOutputCollector
 from vllm.v1.engine.parallel_sampling import ParentRequest
+from vllm.v1.outputs import LogprobsLists
 
 # Step patterns: how many tokens the engine hands out per step. "mtp" mimics one
 # speculative token that is accepted most of the time.
@@ -94,6 +96,25 @@ def _structured_outputs_json(params: SamplingParams) -> dict[str, Any] | None:
     return {name: getattr(so, name) for name in fields if getattr(so, name, None)}
 
 
+def scripted_logprobs(token_ids: list[int], num_logprobs: int) -> LogprobsLists:
+    """The sampler's logprobs for tokens the script dictates.
+
+    The scripted model is deterministic: the replayed token has probability 1
+    (logprob 0.0, rank 1) and every other token probability 0 (logprob -inf,
+    which vLLM reports as -9999.0). The alternatives asked for with
+    `top_logprobs` are the lowest token ids other than the replayed one.
+    """
+    num_logprobs = max(num_logprobs, 0)
+    ids = np.zeros((len(token_ids), num_logprobs + 1), dtype=np.int64)
+    values = np.full((len(token_ids), num_logprobs + 1), -np.inf, dtype=np.float32)
+    for row, token_id in enumerate(token_ids):
+        others = [t for t in range(num_logprobs + 1) if t != token_id]
+        ids[row] = [token_id, *others[:num_logprobs]]
+        values[row, 0] = 0.0
+    ranks = np.ones(len(token_ids), dtype=np.int64)
+    return LogprobsLists(ids, values, ranks)
+
+
 @dataclass
 class ScriptedEngineClient(EngineClient):
     """An EngineClient whose model is a script book.
@@ -109,6 +130,8 @@ class ScriptedEngineClient(EngineClient):
     step_delay: float = 0.0
     queue: deque[Script] = field(default_factory=deque)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Scripts taken from the queue so far; see `discard_unplayed`.
+    scripts_taken: int = 0
 
     def __post_init__(self) -> None:
         self.model_config = self.vllm_config.model_config
@@ -118,6 +141,16 @@ class ScriptedEngineClient(EngineClient):
 
     def push(self, script: Script) -> None:
         self.queue.append(script)
+
+    def discard_unplayed(self, taken_before: int) -> None:
+        """Drop the queued script of a request that was refused (a 400) before
+        it reached the engine, so that the next request does not play it.
+
+        `taken_before` is `scripts_taken` when the request arrived. Requests are
+        sent one at a time by the tests; concurrent ones could be mixed up.
+        """
+        if self.scripts_taken == taken_before and self.queue:
+            self.queue.popleft()
 
     async def generate(
         self,
@@ -152,9 +185,12 @@ class ScriptedEngineClient(EngineClient):
                                               collector)
             script, steps = self._script_for(child)
             running[child.request_id] = iter(self._steps(child, script, steps))
+        logprobs = {c.request_id: c.sampling_params.logprobs for c in children
+                    if c.sampling_params is not None}
         try:
             while running:
-                self.output_processor.process_outputs(self._next_step(running))
+                self.output_processor.process_outputs(
+                    self._next_step(running, logprobs))
                 out = collector.get_nowait()
                 if out is not None:
                     assert isinstance(out, RequestOutput)
@@ -182,14 +218,18 @@ class ScriptedEngineClient(EngineClient):
         return parent, children
 
     @staticmethod
-    def _next_step(running: dict[str, Any]) -> list[EngineCoreOutput]:
+    def _next_step(running: dict[str, Any],
+                   logprobs: Mapping[str, int | None]) -> list[EngineCoreOutput]:
         """One engine step: the next tokens of every unfinished sample."""
         outputs = []
         for request_id, stepper in list(running.items()):
             step_ids, finish, stop_reason = next(stepper)
+            num_logprobs = logprobs.get(request_id)
             outputs.append(EngineCoreOutput(
                 request_id=request_id,
                 new_token_ids=step_ids,
+                new_logprobs=(None if num_logprobs is None
+                              else scripted_logprobs(step_ids, num_logprobs)),
                 finish_reason=finish,
                 stop_reason=stop_reason,
             ))
@@ -203,7 +243,11 @@ class ScriptedEngineClient(EngineClient):
         params = request.sampling_params
         assert params is not None
         decoded_prompt = self.tokenizer.decode(request.prompt_token_ids or [])
-        script = self.queue.popleft() if self.queue else self.choose(decoded_prompt)
+        if self.queue:
+            script = self.queue.popleft()
+            self.scripts_taken += 1
+        else:
+            script = self.choose(decoded_prompt)
         steps = script.steps or self.default_steps
 
         self.requests.append(RecordedRequest(

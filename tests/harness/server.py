@@ -12,7 +12,9 @@ the editable install.
 Two extra routes drive the scripted model:
     POST /harness/script    {"text": str | [str], "steps": "token"|"mtp", "eos": bool}
                             queues the completion for the next request; a list
-                            of strings is replayed one string per step
+                            of strings is replayed one string per step;
+                            a request refused with an error status drops the
+                            script it would have played
     GET  /harness/requests  what the serving layer asked the engine for
 """
 
@@ -74,6 +76,33 @@ def _add_control_routes(app: Any, client: Any) -> None:
         return [r.to_json() for r in client.requests]
 
 
+def _dropping_refused_scripts(app: Any, client: Any) -> Any:
+    """The app, wrapped so that a request refused with an error status (a 400
+    before it reached the engine) drops the queued script it would have played.
+
+    A plain ASGI wrapper: vLLM's app is complete by now and takes no middleware.
+    """
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await app(scope, receive, send)
+            return
+
+        taken = client.scripts_taken
+        status: list[int] = []
+
+        async def send_recording(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await app(scope, receive, send_recording)
+        if not status or status[0] >= 400:
+            client.discard_unplayed(taken)
+
+    return wrapped
+
+
 async def serve(ours: argparse.Namespace, args: argparse.Namespace) -> None:
     import uvicorn
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -110,7 +139,8 @@ async def serve(ours: argparse.Namespace, args: argparse.Namespace) -> None:
     await init_app_state(client, app.state, args)
     _add_control_routes(app, client)
 
-    config = uvicorn.Config(app, host=LOOPBACK, port=ours.port, log_level="warning")
+    config = uvicorn.Config(_dropping_refused_scripts(app, client), host=LOOPBACK,
+                            port=ours.port, log_level="warning")
     await uvicorn.Server(config).serve()
 
 
