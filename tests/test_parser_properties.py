@@ -32,11 +32,65 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
+_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {
+                "type": "object",
+                "properties": {"p": {"type": "string"}, "n": {"type": "number"}},
+            },
+        },
+    }
+]
+_THINK = {"chat_template_kwargs": {"thinking": True}}
+_CALL = (
+    '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="f">\n'
+    '<｜DSML｜parameter name="p" string="true">x</｜DSML｜parameter>\n'
+    '<｜DSML｜parameter name="n" string="false">{n}</｜DSML｜parameter>\n'
+    "</｜DSML｜invoke>\n</｜DSML｜tool_calls>"
+)
+_MENTION = 'Plan: <｜DSML｜parameter name="x" string="true">v</｜DSML｜parameter> more'
+
+# Outputs that end without EOS ("stop_string" or "length": the stream ends
+# through finish_streaming), DSML mentioned inside reasoning, and values that
+# are not strict JSON.
+_EXTRA = [
+    ("end-lt", {}, "if a <", "stop_string"),
+    ("end-fullwidth", {}, "Answer: x\n\n<｜", "length"),
+    ("end-cut-tag", {}, "Answer <｜DS", "length"),
+    ("end-think-tag", {}, "x </thi", "stop_string"),
+    ("end-blanks", {}, "Answer  \n\n", "length"),
+    ("end-reasoning-lt", _THINK, "still thinking <", "length"),
+    ("end-content-lt", _THINK, "R</think>if a <", "stop_string"),
+    ("end-tools-lt", {"tools": _TOOLS}, "if a <", "stop_string"),
+    ("end-tools-fullwidth", {"tools": _TOOLS}, "Answer: x\n\n<｜", "length"),
+    ("end-tools-cut", {"tools": _TOOLS}, "Sure." + _CALL.format(n=1)[:-40], "length"),
+    ("end-tools-think", {"tools": _TOOLS, **_THINK}, "R</think>if a <", "length"),
+    ("dsml-in-reasoning", _THINK, _MENTION + "</think>Answer is 4.", "stop"),
+    ("dsml-in-reasoning-tools", {"tools": _TOOLS, **_THINK},
+     _MENTION + "</think>Answer is 4.", "stop"),
+    ("marker-in-reasoning", {"tools": _TOOLS, **_THINK},
+     "I could use <｜DSML｜invoke but no.</think>Answer is 4.", "stop"),
+    ("infinite-number", {"tools": _TOOLS}, _CALL.format(n="1e400"), "stop"),
+    ("deep-nesting", {"tools": _TOOLS}, _CALL.format(n="[" * 600 + "]" * 600), "stop"),
+]
+
 # (id, request fields, output, engine finish reason)
-CORPUS = [
-    (c["id"], c["request"], model_output(c), c.get("generation_finish_reason", "stop"))
-    for c in CASES
-] + [(g["id"], golden_request(g), g["output"], "stop") for g in GOLDEN]
+CORPUS = (
+    [
+        (
+            c["id"],
+            c["request"],
+            model_output(c),
+            c.get("generation_finish_reason", "stop"),
+        )
+        for c in CASES
+    ]
+    + [(g["id"], golden_request(g), g["output"], "stop") for g in GOLDEN]
+    + _EXTRA
+)
 
 # A cut every this many characters for the longest outputs keeps CI fast.
 MAX_CUTS_PER_OUTPUT = 400

@@ -162,3 +162,133 @@ def test_value_after_dsml_keeps_think_text(tokenizer, parser_cls):
     reasoning, content = parser.extract_reasoning("r</think>" + block, request=None)
     assert reasoning == "r"
     assert content == block
+
+
+def thinking_request(messages=None, **fields):
+    body = {"chat_template_kwargs": {"thinking": True}, **fields}
+    if messages is not None:
+        body["messages"] = messages
+    return drv.make_request(body)
+
+
+def split_both_ways(tokenizer, parser_cls, output: str, request) -> tuple:
+    """The non-streamed split, checked equal to a stream cut at every point."""
+    kwargs = request.chat_template_kwargs
+    whole = parser_cls(tokenizer, chat_template_kwargs=kwargs).extract_reasoning(
+        output, request=request
+    )
+    whole = (whole[0] or "", whole[1] or "")
+    for cut in range(1, len(output)):
+        parser = parser_cls(tokenizer, chat_template_kwargs=kwargs)
+        reasoning, content = feed(parser, tokenizer, [output[:cut], output[cut:]])
+        end = parser.finish_streaming()
+        if end is not None:
+            reasoning += end.reasoning or ""
+            content += end.content or ""
+        assert (reasoning, content) == whole, f"cut at {cut}"
+    return whole
+
+
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        # Markup that does not start a block is dropped; the reasoning goes on.
+        (
+            'Plan: <｜DSML｜parameter name="x" string="true">v</｜DSML｜parameter>'
+            " more</think>Answer is 4.",
+            ("Plan: v more", "Answer is 4."),
+        ),
+        # A marker with no tag after it ("<" before ">") is not a tag.
+        (
+            "I could use <｜DSML｜invoke but no.</think>Answer is 4.",
+            ("I could use invoke but no.", "Answer is 4."),
+        ),
+        ("a </｜DSML｜invoke> b</think>c", ("a  b", "c")),
+        ('a <｜DSML｜invoke>b</think>c', ("a b", "c")),
+        # A block start ends the reasoning: the wrapper, its aliases, and an
+        # invoke with a name (recovered by the tool parser without a wrapper).
+        ("R" + DSML_BLOCK, ("R", DSML_BLOCK.lstrip())),
+        (
+            'R <｜DSML｜function_calls>\n<｜DSML｜invoke name="f">',
+            ("R", '<｜DSML｜function_calls>\n<｜DSML｜invoke name="f">'),
+        ),
+        (
+            'R\n<｜DSML｜invoke name="f">\n</｜DSML｜invoke>',
+            ("R", '<｜DSML｜invoke name="f">\n</｜DSML｜invoke>'),
+        ),
+        # A tag cut off by the end of the output is markup: dropped.
+        ("R <｜DSML｜inv", ("R", "")),
+        ('R <｜DSML｜invoke name="f"', ("R", "")),
+    ],
+)
+def test_only_a_block_start_ends_the_reasoning(
+    tokenizer, parser_cls, output, expected
+):
+    got = split_both_ways(tokenizer, parser_cls, output, thinking_request())
+    assert got == expected
+
+
+def test_a_tag_longer_than_the_bound_is_not_a_tag(tokenizer, parser_cls):
+    output = "R <｜DSML｜invoke " + "x" * 1100 + '">tail</think>Answer'
+    parser = parser_cls(tokenizer, chat_template_kwargs={"thinking": True})
+    reasoning, content = parser.extract_reasoning(output, request=thinking_request())
+    assert content == "Answer" and "｜DSML｜" not in reasoning
+    assert reasoning.startswith("R invoke xxx") and reasoning.endswith("tail")
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        {"role": "assistant", "content": "The", "prefix": True},
+        {"role": "assistant", "content": "", "reasoning": "R", "prefix": True},
+    ],
+)
+def test_prefix_continuation_is_content(tokenizer, parser_cls, last):
+    messages = [{"role": "user", "content": "hi"}, last]
+    request = thinking_request(messages)
+    parser = parser_cls(tokenizer, chat_template_kwargs=request.chat_template_kwargs)
+    assert parser.extract_reasoning(" answer is 4.", request=request) == (
+        None,
+        " answer is 4.",
+    )
+
+
+def test_continue_final_message_is_content(tokenizer, parser_cls):
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "A"}]
+    request = thinking_request(
+        messages, continue_final_message=True, add_generation_prompt=False
+    )
+    parser = parser_cls(tokenizer, chat_template_kwargs=request.chat_template_kwargs)
+    assert parser.extract_reasoning("nswer</think>", request=request)[0] is None
+
+
+def test_an_assistant_message_without_prefix_is_a_new_turn(tokenizer, parser_cls):
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "A"},
+        {"role": "user", "content": "again"},
+    ]
+    request = thinking_request(messages)
+    parser = parser_cls(tokenizer, chat_template_kwargs=request.chat_template_kwargs)
+    assert parser.extract_reasoning("R</think>C", request=request) == ("R", "C")
+
+
+@pytest.mark.parametrize(
+    "kwargs, output, expected",
+    [
+        # Text that only looked like the start of a marker is sent at the end.
+        (None, "if a <", ("", "if a <")),
+        (None, "x </thi", ("", "x </thi")),
+        (None, "Answer: x\n\n<｜", ("", "Answer: x\n\n<｜")),
+        ({"thinking": True}, "still thinking <", ("still thinking <", "")),
+        ({"thinking": True}, "R</think>if a <", ("R", "if a <")),
+        # Three characters of a DSML marker at the very end are a cut tag.
+        (None, "Answer <｜DS", ("", "Answer ")),
+        ({"thinking": True}, "R <｜DS", ("R", "")),
+    ],
+)
+def test_finish_streaming_sends_what_was_held_back(
+    tokenizer, parser_cls, kwargs, output, expected
+):
+    request = drv.make_request({"chat_template_kwargs": kwargs})
+    assert split_both_ways(tokenizer, parser_cls, output, request) == expected

@@ -120,6 +120,17 @@ def test_adjust_request_leaves_tool_choice_none_alone(tokenizer, parser_cls):
         (None, "NaN", "NaN"),
         (None, "[1, 2]", [1, 2]),
         (None, "plain words", "plain words"),
+        # Overflow to infinity is not JSON: the text follows the other
+        # schema types or stays the raw string.
+        ({"type": "integer"}, "1e400", "1e400"),
+        ({"type": "number"}, "-1e400", "-1e400"),
+        ({"type": ["number", "string"]}, "1e400", "1e400"),
+        ({"type": "array"}, "[1e999, -1e999]", "[1e999, -1e999]"),
+        ({"type": "object"}, '{"a": 1e400}', '{"a": 1e400}'),
+        ({"type": "number"}, "-Infinity", "-Infinity"),
+        (None, "1e400", "1e400"),
+        (None, "[1e999,-1e999]", "[1e999,-1e999]"),
+        (None, "[1.5, 1e308]", [1.5, 1e308]),
     ],
 )
 def test_string_false_values_follow_the_schema(tokenizer, schema, text, value):
@@ -257,3 +268,85 @@ def test_unterminated_tag_is_dropped_with_a_bound(tokenizer):
     output = "Hi" + block('<｜DSML｜invoke name="read' + "x" * 3000)
     parsed = both_ways(tokenizer, request_for(tool("read")), output, 64)
     assert parsed.content == "Hi" and parsed.calls == []
+
+
+@pytest.mark.parametrize("depth", [101, 1200, 5000])
+def test_deep_nesting_stays_a_string(tokenizer, depth):
+    deep = "[" * depth + "]" * depth
+    request = request_for(tool("f", {"v": {"type": "array"}, "p": {"type": "string"}}))
+    output = "Before." + block(invoke("f", ("p", "x", True), ("v", deep, False)))
+    parsed = both_ways(tokenizer, request, output, chunk=64)
+    assert parsed.content == "Before."
+    assert arguments_of(parsed) == [{"p": "x", "v": deep}]
+
+
+def test_nesting_within_the_bound_is_parsed(tokenizer):
+    nested = "[" * 100 + "]" * 100
+    request = request_for(tool("f", {"v": {"type": "array"}}))
+    parsed = both_ways(tokenizer, request, block(invoke("f", ("v", nested, False))))
+    assert json.dumps(arguments_of(parsed)[0]["v"]) == nested.replace("][", "], [")
+
+
+@pytest.fixture
+def failing_values(monkeypatch):
+    """Makes value conversion fail unexpectedly, as a bug in it would."""
+    from vllm.tool_parsers import deepseekv4_dsml
+
+    def broken(text, schema):
+        raise RuntimeError("value conversion failed")
+
+    monkeypatch.setattr(deepseekv4_dsml, "convert_value", broken)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "Before." + block(invoke("f", ("v", "1", False))),
+        "Before.</｜DSML｜invoke>" + block(invoke("f", ("v", "1", False))),
+        "Before.｜DSML｜" + block(invoke("f", ("v", "1", False))),
+    ],
+)
+def test_an_unexpected_error_never_puts_markup_in_content(
+    tokenizer, failing_values, output
+):
+    request = request_for(tool("f", {"v": {"type": "integer"}}))
+    whole = drv.complete(tokenizer, request, output)
+    assert (whole.content, whole.calls) == ("Before.", [])
+
+    steps = drv.text_steps(tokenizer, drv.chunked(output, 4), True)
+    streamed = drv.stream(tokenizer, request, steps)
+    assert streamed.calls == [] and not drv.leaks(streamed.content)
+    assert streamed.content.startswith("Before.")
+
+
+@pytest.mark.parametrize(
+    "output, content",
+    [
+        ("if a <", "if a <"),
+        ("Answer: x\n\n<｜", "Answer: x\n\n<｜"),
+        ("Answer <｜DS", "Answer "),
+        ("Answer </｜DSML｜tool_c", "Answer "),
+        ("Sure." + block(invoke("f", ("p", "x", True)))[:-5], "Sure."),
+    ],
+)
+def test_finish_streaming_sends_held_content_and_no_half_call(
+    tokenizer, parser_cls, output, content
+):
+    request = request_for(tool("f", {"p": {"type": "string"}}))
+    whole = drv.complete(tokenizer, request, output)
+    for size in (1, 2, 5):
+        steps = drv.text_steps(tokenizer, drv.chunked(output, size), False)
+        streamed = drv.stream(tokenizer, request, steps, finish_reason="stop")
+        assert streamed.normalized() == whole.normalized()
+        assert streamed.content == content
+    assert [c["name"] for c in whole.calls] == (["f"] if "invoke>" in output else [])
+
+
+def test_finish_streaming_leaves_an_open_invoke_unsent(tokenizer, parser_cls):
+    output = "Sure." + block(invoke("f", ("p", "a long value", True)))
+    cut = output[: output.index("long")]
+    request = request_for(tool("f", {"p": {"type": "string"}}))
+    parser = parser_cls(tokenizer)
+    parser.extract_tool_calls_streaming("", cut, cut, [], [], [], request=request)
+    assert parser.finish_streaming() is None
+    assert parser.prev_tool_call_arr == [{"name": "f", "arguments": {}}]
