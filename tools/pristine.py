@@ -113,8 +113,10 @@ def pristine() -> None:
             print(f"{target}: present")
             continue
         with tempfile.TemporaryDirectory(dir=target_root) as scratch:
+            # The "data" filter also drops the archive's owner ids (vllm-ascend's
+            # sdist carries uid 1001), which would make git refuse a copy as root.
             with tarfile.open(CACHE / "sdist" / base["sdist"]) as archive:
-                archive.extractall(scratch, filter="tar")
+                archive.extractall(scratch, filter="data")
             (top,) = Path(scratch).iterdir()
             strip_generated(top)
             top.rename(target)
