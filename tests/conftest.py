@@ -24,6 +24,11 @@ _patched: dict[str, object] = {}
 def pytest_configure(config: pytest.Config) -> None:
     if "vllm" in sys.modules:
         raise pytest.UsageError("vllm was imported before the patched tree was set up")
+    if not (trees.SHARED / "golden").is_dir():
+        raise pytest.UsageError(
+            f"the shared reference data is missing at {trees.SHARED}: put the "
+            "shared/ directory beside the checkout or set DSV4PATCH_SHARED"
+        )
     root = Path(tempfile.mkdtemp(prefix="dsv4patch-session-"))
     _patched["root"] = root
     try:

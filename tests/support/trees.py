@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("DSV4PATCH_CACHE", Path.home() / ".cache" / "dsv4patch"))
 PRISTINE = CACHE / "pristine"
 RESOURCES = REPO / "tests" / "resources"
+# The golden vectors, parser cases and specs live beside the checkout, not in it.
+SHARED = Path(os.environ.get("DSV4PATCH_SHARED", REPO.parent / "shared"))
 
 
 def pristine_tree(name: str) -> Path:
