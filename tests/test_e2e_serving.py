@@ -519,3 +519,17 @@ def test_logprobs_of_the_replayed_tokens(server: HarnessServer,
     assert all(len(entry.top_logprobs) == 2 for entry in entries)
     assert all(top.logprob == -9999.0 for entry in entries
                for top in entry.top_logprobs[1:])
+
+
+def test_prefix_continuation_streamed_without_tools_is_content(
+        server: HarnessServer, client: openai.OpenAI) -> None:
+    # A request without tools takes the tool parser's path, which checks the
+    # prompt: it already closed the reasoning.
+    messages = [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "The", "prefix": True}]
+    server.push_script(" answer is 4.", steps="token")
+
+    got = collect(client, True, messages=messages, **THINKING)
+
+    assert server.requests()[-1]["prompt_text"].endswith("<think></think>The")
+    assert (got["reasoning"], got["content"]) == (None, " answer is 4.")
