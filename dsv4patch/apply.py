@@ -12,6 +12,7 @@ from dsv4patch import bases, git, lock, originals, restore, signals, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.files import (
+    bytecode_of,
     copy_durable,
     install,
     remove_bytecode,
@@ -52,14 +53,28 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool) -> ApplyRe
     git.executable()
 
     trees = [resolve(name, given[name]) for name in names]
-    with lock.locked([t.path for t in trees]), contextlib.ExitStack() as stages:
+    with lock.locked([t.path for t in trees]):
         step("locked")
+        return _run_locked(series, trees, dry_run, report)
+
+
+def preview(series: Series, trees: list[Tree]) -> ApplyReport:
+    """Everything `apply --dry-run` checks, for a caller already holding the
+    locks: `check` uses it so that its verdict is the one apply would reach."""
+    return _run_locked(series, trees, True, ApplyReport(series.version, "nothing "
+                                                        "to do"))
+
+
+def _run_locked(series: Series, trees: list[Tree], dry_run: bool,
+                report: ApplyReport) -> ApplyReport:
+    with contextlib.ExitStack() as stages:
         report.trees = [_settle_journal(series, tree, dry_run) for tree in trees]
         pending = [(tree, result)
                    for tree, result in zip(trees, report.trees, strict=True)
                    if result.state == "pending"]
         if not pending:
-            recovering = any(result.recovered for result in report.trees)
+            recovering = any(result.state.startswith("would roll back")
+                             for result in report.trees)
             report.state = "would apply" if recovering else "already applied"
             return report
 
@@ -82,17 +97,19 @@ class Plan:
 def _settle_journal(series: Series, tree: Tree, dry_run: bool) -> TreeResult:
     """Recover an interrupted run; say whether this tree still needs the series."""
     result = TreeResult(tree.name, str(tree.path), "pending")
-    journal = journal_mod.read(tree.path)
+    journal = journal_mod.read(tree.path, series.footprint(tree.name))
     if journal is None:
         journal = _adopt(series, tree, dry_run)
         if journal is None:
             return result
     if journal.state != APPLIED:
-        log.info("%s: an earlier run was interrupted; rolling it back", tree.label)
         if dry_run:
+            log.info("%s: an earlier run was interrupted; apply would roll it back",
+                     tree.label)
             result.state = "would roll back an interrupted run, then apply"
-        else:
-            restore.roll_back(tree.path, journal)
+            return result
+        log.info("%s: an earlier run was interrupted; rolling it back", tree.label)
+        restore.roll_back(tree.path, journal)
         result.recovered = True
         return result
 
@@ -141,7 +158,7 @@ def _plan(series: Series, tree: Tree, stages: contextlib.ExitStack) -> Plan:
     before = {rel: stage.hash(rel) for rel in footprint}
     for patch in series.for_tree(tree.name):
         stage.apply(patch)
-        log.info("%s: %s applies", tree.name, patch.file)
+        log.debug("%s: %s applies", tree.name, patch.file)
     records = [FileRecord(rel, before[rel], stage.hash(rel)) for rel in footprint]
     _refuse_syntax_errors(tree, stage, records)
     return Plan(tree, stage, records)
@@ -243,6 +260,10 @@ def _refuse_read_only(tree: Tree, footprint: list[str]) -> None:
         places.add(_nearest_dir(tree.path, rel))
         if target.exists():
             places.add(target)
+        # Stale bytecode is deleted after the files are replaced; an undeletable
+        # one must stop the run here, before anything changed.
+        for stale in bytecode_of(tree.path, rel):
+            places.update((stale.parent, stale))
     for place in sorted(places):
         problem = writable_problem(place)
         if problem:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import git, overrides, variants
+from dsv4patch import apply as apply_mod
+from dsv4patch import git, lock, overrides, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.series import Series
@@ -31,6 +32,7 @@ class CheckReport:
     state: str
     trees: list[TreeCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    refusal: str | None = None
 
 
 def run(series: Series, given: dict[str, Path | None]) -> CheckReport:
@@ -38,22 +40,38 @@ def run(series: Series, given: dict[str, Path | None]) -> CheckReport:
     applied` or `blocked`."""
     git.executable()
     report = CheckReport(series.version, "nothing to do")
-    for name in [n for n in given if series.for_tree(n)]:
-        report.trees.append(check_tree(series, name, given[name]))
-    ascend = path_for("vllm-ascend", given.get("vllm-ascend"))
-    if (ascend / overrides.PATCH_DIR).is_dir():
-        report.notes = overrides.find(series, ascend)
+    names = [n for n in given if series.for_tree(n)]
+    found = [path_for(n, given[n]) for n in names]
+    with lock.locked([p for p in found if p.is_dir()], shared=True):
+        for name in names:
+            report.trees.append(check_tree(series, name, given[name]))
+        ascend = path_for("vllm-ascend", given.get("vllm-ascend"))
+        if (ascend / overrides.PATCH_DIR).is_dir():
+            report.notes = overrides.find(series, ascend)
 
-    outcomes = [o.state for t in report.trees for o in t.patches]
-    if any(t.problem for t in report.trees) or not outcomes:
-        report.state = "blocked" if report.trees else "nothing to do"
-    elif all(state == APPLIES for state in outcomes):
-        report.state = APPLIES
-    elif all(state == APPLIED for state in outcomes):
-        report.state = APPLIED
-    else:
-        report.state = "blocked"
+        outcomes = [o.state for t in report.trees for o in t.patches]
+        if any(t.problem for t in report.trees) or not outcomes:
+            report.state = "blocked" if report.trees else "nothing to do"
+        elif all(state == APPLIES for state in outcomes):
+            report.state = APPLIES
+        elif all(state == APPLIED for state in outcomes):
+            report.state = APPLIED
+        else:
+            report.state = "blocked"
+        if report.state in (APPLIES, APPLIED):
+            _preflight(series, names, given, report)
     return report
+
+
+def _preflight(series: Series, names: list[str], given: dict[str, Path | None],
+               report: CheckReport) -> None:
+    """Run apply's own checks short of writing: the patches applying is not
+    enough when a file is edited, immutable, a symlink, or stops compiling."""
+    try:
+        apply_mod.preview(series, [resolve(name, given[name]) for name in names])
+    except PatchError as exc:
+        report.state = "blocked"
+        report.refusal = f"apply would refuse: {exc.message}"
 
 
 def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
@@ -63,7 +81,7 @@ def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
     except PatchError as exc:
         return TreeCheck(name, str(path_for(name, given)), problem=exc.message)
     result = TreeCheck(name, str(tree.path), tree.shape, tree.versions,
-                       variants.consistent(tree.name), _journal_state(tree))
+                       variants.consistent(tree.name), _journal_state(series, tree))
     footprint = series.footprint(name)
     try:
         check_base(tree, series.bases[name]["version"], footprint)
@@ -75,10 +93,10 @@ def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
     return result
 
 
-def _journal_state(tree: Tree) -> str:
+def _journal_state(series: Series, tree: Tree) -> str:
     """The journal's state; an interrupted run is rolled back by the next apply."""
     try:
-        journal = journal_mod.read(tree.path)
+        journal = journal_mod.read(tree.path, series.footprint(tree.name))
     except journal_mod.JournalDamaged:
         return "damaged"
     return "none" if journal is None else journal.state

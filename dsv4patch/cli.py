@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from dsv4patch import __version__, bases, render
+from dsv4patch import __version__, bases, hooks, render, signals
 from dsv4patch import apply as apply_mod
 from dsv4patch import check as check_mod
 from dsv4patch import drift as drift_mod
@@ -34,7 +34,9 @@ EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 3, 130
 # Whether the running command asked for JSON and already printed its document:
 # a failure then still leaves one JSON document on stdout.
 _output = {"json": False, "emitted": False}
-TREE_PATH = click.Path(path_type=Path, file_okay=False)
+# Not checked here: trees.resolve() refuses a missing tree or a file with exit 1,
+# the same whether the path came from an option or the environment.
+TREE_PATH = click.Path(path_type=Path)
 
 
 def common(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -85,6 +87,7 @@ def setup(verbose: bool | None, quiet: bool | None, as_json: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    hooks.check_environment()
 
 
 def _given(vllm: Path | None, vllm_ascend: Path | None) -> dict[str, Path | None]:
@@ -203,7 +206,10 @@ def record_base(tree: Path, output: Path) -> None:
 def main() -> None:
     """Run the CLI and map every way out of it to its exit code."""
     try:
-        cli.main(standalone_mode=False)
+        # Outside an apply's commit (which restores files) and a revert (which
+        # finishes first), nothing is half changed when a signal arrives.
+        with signals.raising("no file was left half changed"):
+            cli.main(standalone_mode=False)
     except PatchError as exc:
         if _output["json"] and not _output["emitted"]:
             click.echo(json.dumps({"error": exc.message, "hint": exc.hint}, indent=2))
@@ -230,10 +236,18 @@ def main() -> None:
         sys.exit(EXIT_INTERNAL)
 
 
-def _crash_log() -> Path:
-    directory = Path(os.environ.get("DSV4PATCH_LOG_DIR", tempfile.gettempdir()))
+def _crash_log() -> Path | str:
+    """Write the traceback to $DSV4PATCH_LOG_DIR, else the temp directory;
+    if neither takes it, it goes to stderr."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = directory / f"dsv4patch-crash-{stamp}-{os.getpid()}.log"
-    path.write_text(f"dsv4patch {__version__}\nargv: {sys.argv}\n\n"
-                    + traceback.format_exc())
-    return path
+    text = f"dsv4patch {__version__}\nargv: {sys.argv}\n\n" + traceback.format_exc()
+    places = [os.environ.get("DSV4PATCH_LOG_DIR"), tempfile.gettempdir()]
+    for directory in [Path(p) for p in places if p]:
+        path = directory / f"dsv4patch-crash-{stamp}-{os.getpid()}.log"
+        try:
+            path.write_text(text)
+        except OSError:
+            continue
+        return path
+    click.echo(text, err=True)
+    return "the output above"

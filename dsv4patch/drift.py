@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, variants
+from dsv4patch import bases, lock, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.files import sha256
 from dsv4patch.journal import APPLIED
 from dsv4patch.series import Series
-from dsv4patch.trees import resolve
+from dsv4patch.trees import Tree, resolve
 
 
 @dataclass
@@ -51,16 +51,18 @@ def run(series: Series, given: dict[str, Path | None]) -> DriftReport:
     for name in given:
         if not series.for_tree(name) and given[name] is None:
             continue
-        report.trees.append(_tree(series, name, given[name]))
+        tree = resolve(name, given[name])
+        with lock.locked([tree.path], shared=True):
+            report.trees.append(_tree(series, tree))
     return report
 
 
-def _tree(series: Series, name: str, given: Path | None) -> TreeDrift:
-    tree = resolve(name, given)
+def _tree(series: Series, tree: Tree) -> TreeDrift:
+    name = tree.name
     version = series.bases[name]["version"]
     manifest = bases.load(name, version)
     footprint = set(series.footprint(name))
-    journal = journal_mod.read(tree.path)
+    journal = journal_mod.read(tree.path, series.footprint(tree.name))
     patched = {r.path: r.after for r in journal.files} \
         if journal is not None and journal.state == APPLIED else {}
     result = TreeDrift(name, str(tree.path), f"{name} {version}",

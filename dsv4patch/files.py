@@ -66,13 +66,18 @@ def scratch_of(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.dsv4patch-new"
 
 
-def remove_bytecode(tree: Path, relpath: str) -> list[Path]:
-    """Delete cached bytecode of a source file; return what was removed."""
+def bytecode_of(tree: Path, relpath: str) -> list[Path]:
+    """The cached bytecode files of a source file, as remove_bytecode finds them."""
     source = tree / relpath
     if source.suffix != ".py":
         return []
     cache = source.parent / "__pycache__"
-    removed = sorted(cache.glob(f"{source.stem}.*.pyc")) if cache.is_dir() else []
+    return sorted(cache.glob(f"{source.stem}.*.pyc")) if cache.is_dir() else []
+
+
+def remove_bytecode(tree: Path, relpath: str) -> list[Path]:
+    """Delete cached bytecode of a source file; return what was removed."""
+    removed = bytecode_of(tree, relpath)
     for stale in removed:
         stale.unlink(missing_ok=True)
     return removed
@@ -81,7 +86,9 @@ def remove_bytecode(tree: Path, relpath: str) -> list[Path]:
 def prune_empty_dirs(tree: Path, relpath: str) -> None:
     """Remove directories left empty under `tree` above a deleted file."""
     parent = (tree / relpath).parent
-    while parent != tree and parent.is_dir() and not any(parent.iterdir()):
+    # Never above the tree, whatever the path claims.
+    while (parent != tree and parent.is_relative_to(tree) and parent.is_dir()
+           and not any(parent.iterdir())):
         parent.rmdir()
         parent = parent.parent
 

@@ -81,14 +81,14 @@ def apply(stage: Path, patch: bytes, *, check: bool = False, reverse: bool = Fal
     return run([*args, "-"], cwd=stage, stdin=patch)
 
 
-def describe(tree: Path) -> str | None:
-    """Return a tag of `tree`'s own repository that points at its HEAD, if any.
+def tags_at_head(tree: Path) -> list[str]:
+    """Return the tags of `tree`'s own repository that point at its HEAD.
 
     GitPython reads the refs and objects in-process, so identifying a clone costs
     no git process; the images' vLLM tree is a depth-1 clone of its tag.
     """
     if not (tree / ".git").exists():
-        return None
+        return []
 
     # GitPython probes for a git binary on import; a missing one must surface as
     # our own PatchError from executable(), not as an ImportError here.
@@ -102,8 +102,8 @@ def describe(tree: Path) -> str | None:
             tags = sorted(tag.name for tag in repo.tags if tag.commit == head)
     except (gitpython.GitError, ValueError, OSError) as exc:
         log.debug("git: cannot read the tags of %s: %s", tree, exc)
-        return None
-    return tags[0] if tags else None
+        return []
+    return tags
 
 
 def _indent(text: str) -> str:

@@ -12,6 +12,8 @@ import logging
 import os
 import signal
 
+from dsv4patch.errors import PatchError
+
 log = logging.getLogger(__name__)
 
 PAUSE_ENV = "DSV4PATCH_TEST_PAUSE_AT"
@@ -26,3 +28,15 @@ def step(name: str) -> None:
     if os.environ.get(PAUSE_ENV) == name:
         chosen = os.environ.get(SIGNAL_ENV, "KILL")
         os.kill(os.getpid(), signal.Signals[f"SIG{chosen}"])
+
+
+def check_environment() -> None:
+    """Refuse a misspelt hook before the run starts rather than halfway through."""
+    pause = os.environ.get(PAUSE_ENV)
+    if pause and pause not in APPLY_STEPS + REVERT_STEPS:
+        raise PatchError(f"{PAUSE_ENV}={pause!r} names no step",
+                         hint=f"unset {PAUSE_ENV}; it is for the test suite")
+    chosen = os.environ.get(SIGNAL_ENV)
+    if chosen and f"SIG{chosen}" not in signal.Signals.__members__:
+        raise PatchError(f"{SIGNAL_ENV}={chosen!r} names no signal",
+                         hint=f"unset {SIGNAL_ENV}; it is for the test suite")

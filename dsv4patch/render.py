@@ -41,6 +41,7 @@ def check_text(report: CheckReport) -> str:
             lines += [f"    {rel}: {state}" for rel, state in outcome.files.items()
                       if not outcome.problems]
     lines += [f"note: {note}" for note in report.notes]
+    lines += [f"problem: {report.refusal}"] if report.refusal else []
     lines.append(f"series {report.series_version}: {report.state}")
     return "\n".join(lines)
 

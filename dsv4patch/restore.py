@@ -59,10 +59,25 @@ def restore(tree: Path, records: list[FileRecord]) -> None:
                                  "or damaged; that file was left as it is",
                                  hint=f"restore {record.path} from a pristine tree")
             install(backup, target)
-        remove_bytecode(tree, record.path)
+        _drop_bytecode(tree, record.path)
         log.debug("restored %s", target)
         if number == 0:
             step("restore-first")
+
+
+def _drop_bytecode(tree: Path, relpath: str) -> None:
+    # Stale bytecode is only a cache that Python rebuilds by mtime; failing to
+    # delete it must not stop the files themselves from being put back.
+    try:
+        remove_bytecode(tree, relpath)
+    except OSError as exc:
+        log.warning("could not remove the cached bytecode of %s: %s", relpath, exc)
+
+
+def remove_scratch(tree: Path, records: list[FileRecord]) -> None:
+    """Delete what an `install` killed before its rename left beside each file."""
+    for record in records:
+        scratch_of(tree / record.path).unlink(missing_ok=True)
 
 
 def roll_back(tree: Path, journal: Journal) -> None:
@@ -70,7 +85,5 @@ def roll_back(tree: Path, journal: Journal) -> None:
     pending, edited = sort_files(tree, journal)
     refuse_edited(tree, edited)
     restore(tree, pending)
-    for record in journal.files:
-        target = tree / record.path
-        scratch_of(target).unlink(missing_ok=True)
+    remove_scratch(tree, journal.files)
     journal_mod.remove(tree)

@@ -38,7 +38,7 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool,
     trees = [resolve(name, given[name]) for name in names]
     report = RevertReport("nothing to revert")
     with lock.locked([t.path for t in trees]):
-        plans = [_plan(series, tree, from_patches) for tree in trees]
+        plans = [_plan(series, tree, from_patches, dry_run) for tree in trees]
         report.trees = [TreeRevert(t.name, str(t.path), state, [r.path for r in recs])
                         for t, (state, recs, _) in zip(trees, plans, strict=True)]
         if all(state == "nothing to revert" for state, _, _ in plans):
@@ -61,10 +61,10 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool,
     return report
 
 
-def _plan(series: Series, tree: Tree,
-          from_patches: bool) -> tuple[str, list[FileRecord], Journal | None]:
+def _plan(series: Series, tree: Tree, from_patches: bool,
+          dry_run: bool) -> tuple[str, list[FileRecord], Journal | None]:
     try:
-        journal = journal_mod.read(tree.path)
+        journal = journal_mod.read(tree.path, series.footprint(tree.name))
     except journal_mod.JournalDamaged:
         if not from_patches:
             raise
@@ -73,14 +73,14 @@ def _plan(series: Series, tree: Tree,
         if from_patches:
             journal = originals.rebuild_journal(series, tree, REVERTING, dry_run=True)
             return "revert from the patches", journal.files, journal
-        return _no_journal(series, tree), [], None
+        return _no_journal(series, tree, dry_run), [], None
 
     pending, edited = restore.sort_files(tree.path, journal)
     restore.refuse_edited(tree.path, edited)
     return "revert", pending, journal
 
 
-def _no_journal(series: Series, tree: Tree) -> str:
+def _no_journal(series: Series, tree: Tree, dry_run: bool) -> str:
     """Nothing recorded: fine if every touched file is original, else refuse."""
     manifest = bases.load(tree.name, series.bases[tree.name]["version"])
     changed = bases.differing(tree.path, manifest, series.footprint(tree.name))
@@ -92,7 +92,8 @@ def _no_journal(series: Series, tree: Tree) -> str:
             "revert --from-patches` restores the originals from the patches",
         )
     # A run killed before it changed any file may have left its scratch behind.
-    journal_mod.remove(tree.path)
+    if not dry_run:
+        journal_mod.remove(tree.path)
     return "nothing to revert"
 
 
@@ -102,5 +103,7 @@ def _commit(tree: Tree, records: list[FileRecord], journal: Journal | None) -> N
         journal_mod.write(tree.path, journal)
     step("revert-journal")
     restore.restore(tree.path, records)
+    # An apply killed inside a rename leaves its scratch copy beside the file.
+    restore.remove_scratch(tree.path, journal.files if journal else records)
     journal_mod.remove(tree.path)
-    log.info("%s: reverted %d files", tree.label, len(records))
+    log.debug("%s: reverted %d files", tree.label, len(records))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, check, variants
+from dsv4patch import bases, check, lock, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.files import sha256
@@ -43,19 +43,27 @@ def run(series: Series, given: dict[str, Path | None]) -> StatusReport:
     report = StatusReport(series.version)
     for name in [n for n in given if series.for_tree(n)]:
         tree = resolve(name, given[name])
-        status = TreeStatus(name, str(tree.path), shape=tree.shape,
-                            versions=tree.versions, variants=variants.consistent(name))
-        try:
-            journal = journal_mod.read(tree.path)
-        except journal_mod.JournalDamaged as exc:
-            status.journal, status.note = "damaged", exc.message
-            journal = None
-        if journal is not None:
-            _from_journal(series, tree, journal, status)
-        else:
-            _from_files(series, tree, status)
-        report.trees.append(status)
+        # Shared with other readers; a live apply or revert is waited for, so
+        # its journal is never mistaken for an interrupted one.
+        with lock.locked([tree.path], shared=True):
+            report.trees.append(_tree(series, tree))
     return report
+
+
+def _tree(series: Series, tree: Tree) -> TreeStatus:
+    status = TreeStatus(tree.name, str(tree.path), shape=tree.shape,
+                        versions=tree.versions,
+                        variants=variants.consistent(tree.name))
+    try:
+        journal = journal_mod.read(tree.path, series.footprint(tree.name))
+    except journal_mod.JournalDamaged as exc:
+        status.journal, status.note = "damaged", exc.message
+        journal = None
+    if journal is not None:
+        _from_journal(series, tree, journal, status)
+    else:
+        _from_files(series, tree, status)
+    return status
 
 
 def _from_journal(series: Series, tree: Tree, journal: Journal,
@@ -74,8 +82,9 @@ def _from_journal(series: Series, tree: Tree, journal: Journal,
         status.note = (f"applied with another series ({journal.series_version}); "
                        "revert it before applying this one")
     if journal.state != APPLIED:
-        status.note = (f"an {journal.state} run was interrupted; `dsv4patch apply` "
-                       "or `dsv4patch revert` finishes the recovery")
+        status.note = (f"a run that was {journal.state} was interrupted; "
+                       "`dsv4patch apply` or `dsv4patch revert` finishes the "
+                       "recovery")
     values = set(status.files.values())
     status.state = ("interrupted" if journal.state != APPLIED else
                     "applied" if values == {PATCHED} else

@@ -44,6 +44,10 @@ def resolve(name: str, given: Path | None) -> Tree:
     """Return the tree at path_for(); raise PatchError if it is not one."""
     env, _ = DEFAULTS[name]
     path = path_for(name, given)
+    if path.exists() and not path.is_dir():
+        raise PatchError(f"the {name} tree {path} is not a directory",
+                         hint=f"name the tree's directory with --{name} PATH or "
+                         f"${env}")
     if not path.is_dir():
         raise PatchError(f"the {name} tree {path} does not exist",
                          hint=f"name it with --{name} PATH or ${env}")
@@ -67,9 +71,9 @@ def shape(path: Path) -> str:
 def detect_versions(name: str, path: Path) -> dict[str, str]:
     """Collect every cheap version claim: git tag, _version.py, dist-info."""
     found: dict[str, str] = {}
-    tag = git.describe(path) if (path / ".git").exists() else None
-    if tag:
-        found["git tag"] = tag.removeprefix("v")
+    tags = git.tags_at_head(path) if (path / ".git").exists() else []
+    if tags:
+        found["git tag"] = ", ".join(tag.removeprefix("v") for tag in tags)
     version_file = path / PACKAGE[name] / "_version.py"
     if version_file.is_file():
         match = _VERSION_LINE.search(version_file.read_text(errors="replace"))
@@ -97,8 +101,9 @@ def _installed_version(package: str, path: Path) -> str | None:
 
 def check_base(tree: Tree, base_version: str, footprint: list[str]) -> None:
     """Refuse a tree at another version, or with local edits in touched files."""
+    # Several tags may point at HEAD (", "-joined); one naming the base is enough.
     others = {k: v for k, v in tree.versions.items()
-              if v.split("+")[0] != base_version}
+              if base_version not in [c.split("+")[0] for c in v.split(", ")]}
     if others:
         claims = ", ".join(f"{k} says {v}" for k, v in others.items())
         raise PatchError(

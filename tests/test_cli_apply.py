@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -312,3 +313,91 @@ def test_apply_over_another_series_is_refused(tmp_path: Path, full_series: Path,
                    lock_dir=lock_dir).returncode == 0
     assert cli.run("apply", *trees.args, series=full_series,
                    lock_dir=lock_dir).returncode == 0
+
+
+def _chattr(flag: str, *paths: Path) -> None:
+    if shutil.which("chattr") is None or os.geteuid() != 0:
+        pytest.skip("needs root and chattr for an immutable file")
+    if subprocess.run(["chattr", flag, *map(str, paths)]).returncode != 0:
+        pytest.skip("this file system has no immutable flag")
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_undeletable_bytecode_is_refused_before_anything_changes(
+        what: str, tmp_path: Path, full_series: Path, lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    rel = cli.paths_of((full_series / "9001-test-vllm.patch").read_bytes())[0]
+    cache = (trees.vllm / rel).parent / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    stale = cache / f"{Path(rel).stem}.cpython-311.pyc"
+    stale.write_bytes(b"stale")
+    target = stale if what == "file" else cache
+    before = trees.digests()
+    _chattr("+i", target)
+    try:
+        result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+        after = trees.digests()
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+
+    _refused(result, "not writable")
+    assert after == before
+
+
+def test_revert_survives_undeletable_bytecode(tmp_path: Path, full_series: Path,
+                                              lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    rel = cli.paths_of((full_series / "9001-test-vllm.patch").read_bytes())[0]
+    original = (trees.vllm / rel).read_bytes()
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    cache = (trees.vllm / rel).parent / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    stale = cache / f"{Path(rel).stem}.cpython-311.pyc"
+    stale.write_bytes(b"stale")
+    _chattr("+i", stale)
+    try:
+        result = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
+    finally:
+        subprocess.run(["chattr", "-i", str(stale)], check=True)
+
+    assert result.returncode == 0, result.stderr
+    assert "could not remove the cached bytecode" in result.stderr
+    assert (trees.vllm / rel).read_bytes() == original
+    assert not (trees.vllm / ".dsv4patch").exists()
+
+
+@pytest.mark.parametrize("bad", ["../../victim.txt", "/abs/victim.txt",
+                                 "vllm/not_in_the_series.py"])
+def test_revert_refuses_journal_paths_outside_the_series(
+        bad: str, tmp_path: Path, full_series: Path, lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    assert cli.run("apply", *trees.args, series=full_series,
+                   lock_dir=lock_dir).returncode == 0
+    journal_file = trees.vllm / ".dsv4patch/journal.json"
+    journal = json.loads(journal_file.read_text())
+    digest = hashlib.sha256(victim.read_bytes()).hexdigest()
+    journal["files"].append({"path": bad, "before": None, "after": digest})
+    journal_file.write_text(json.dumps(journal))
+    before = trees.digests()
+
+    result = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
+
+    _refused(result, "not a file this series changes")
+    assert victim.read_text() == "keep me\n" and trees.digests() == before
+
+
+def test_symlinked_work_directory_is_refused(tmp_path: Path, full_series: Path,
+                                             lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (trees.ascend / ".dsv4patch").symlink_to(outside)
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir)
+
+    _refused(result, "not a plain directory")
+    assert list(outside.iterdir()) == [] and trees.digests() == before

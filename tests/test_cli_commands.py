@@ -183,12 +183,48 @@ def test_usage_errors_exit_2(full_series: Path) -> None:
 def test_internal_errors_exit_3_with_a_log(tmp_path: Path,
                                            full_series: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
+    # A directory where the series expects a file is nothing the code plans for.
+    rel = cli.paths_of((full_series / "9002-test-ascend.patch").read_bytes())[0]
+    (trees.ascend / rel).unlink()
+    (trees.ascend / rel).mkdir()
     result = cli.run("apply", *trees.args, series=full_series,
-                     env={"DSV4PATCH_LOCK_WAIT": "soon", "DSV4PATCH_LOG_DIR":
-                          str(tmp_path)})
+                     env={"DSV4PATCH_LOG_DIR": str(tmp_path)})
     assert result.returncode == 3
     log = Path(result.stderr.strip().split(" is in ")[-1])
-    assert log.parent == tmp_path and "ValueError" in log.read_text()
+    assert log.parent == tmp_path and "IsADirectoryError" in log.read_text()
+
+    # An unusable log directory falls back to the temp directory, still exit 3.
+    fallback = cli.run("apply", *trees.args, series=full_series,
+                       env={"DSV4PATCH_LOG_DIR": "/nonexistent/x"})
+    assert fallback.returncode == 3 and "Traceback" not in fallback.stderr
+    Path(fallback.stderr.strip().split(" is in ")[-1]).unlink()
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("DSV4PATCH_LOCK_WAIT", "abc"), ("DSV4PATCH_LOCK_DIR", "/etc/hostname"),
+    ("DSV4PATCH_TEST_SIGNAL", "BOGUS"), ("DSV4PATCH_TEST_PAUSE_AT", "nowhere")])
+def test_bad_environment_values_are_refused(variable: str, value: str,
+                                            tmp_path: Path,
+                                            full_series: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    env = {"DSV4PATCH_LOCK_DIR": str(tmp_path / "locks"), variable: value}
+    before = trees.digests()
+    result = cli.run("apply", *trees.args, series=full_series, env=env)
+    assert result.returncode == 1, result.stderr
+    assert variable in result.stderr or value in result.stderr
+    assert "hint: " in result.stderr and trees.digests() == before
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_file_given_as_a_tree_is_refused(how: str, tmp_path: Path,
+                                           full_series: Path,
+                                           lock_dir: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x\n")
+    args, env = (["--vllm", str(not_a_dir)], {}) if how == "option" else \
+        ([], {"DSV4PATCH_VLLM": str(not_a_dir)})
+    result = cli.run("status", *args, series=full_series, lock_dir=lock_dir, env=env)
+    assert result.returncode == 1 and "is not a directory" in result.stderr
 
 
 def test_empty_series_is_nothing_to_do(tmp_path: Path) -> None:

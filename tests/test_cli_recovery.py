@@ -317,3 +317,37 @@ def test_stages_of_killed_runs_are_swept(tmp_path: Path,
     assert [t["journal"] for t in json.loads(checked.stdout)["trees"]] == \
         ["applying", "applying"]
     assert list(scratch.glob("dsv4patch-stage-*")) == []
+
+
+def test_revert_of_a_killed_apply_removes_scratch_copies(tmp_path: Path,
+                                                         full_series: Path,
+                                                         lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    pristine = trees.digests()
+    killed = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir,
+                     env={"DSV4PATCH_TEST_PAUSE_AT": "journal"})
+    assert killed.returncode == -signal.SIGKILL
+    # What a kill between the copy and the rename inside install() leaves.
+    rel = cli.paths_of((full_series / "9001-test-vllm.patch").read_bytes())[0]
+    target = trees.vllm / rel
+    (target.parent / f".{target.name}.dsv4patch-new").write_text("half written")
+
+    result = cli.run("revert", *trees.args, series=full_series, lock_dir=lock_dir)
+
+    assert result.returncode == 0, result.stderr
+    assert trees.digests() == pristine
+
+
+def test_revert_dry_run_keeps_a_journal_less_work_directory(
+        tmp_path: Path, full_series: Path, lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    killed = cli.run("apply", *trees.args, series=full_series, lock_dir=lock_dir,
+                     env={"DSV4PATCH_TEST_PAUSE_AT": "backup"})
+    assert killed.returncode == -signal.SIGKILL
+    before = trees.digests()
+
+    result = cli.run("revert", "--dry-run", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+
+    assert result.returncode == 0, result.stderr
+    assert trees.digests() == before and (trees.vllm / ".dsv4patch").is_dir()
