@@ -17,12 +17,12 @@ import pytest
 
 from dsv4patch import probe
 from tests.harness.launch import MODEL_NAME, PATCHED_FLAGS, HarnessServer
+from tests.support.trees import SHARED
 
-REPO = Path(__file__).resolve().parents[1]
 CASES = {
     case["id"]: case
     for case in json.loads(
-        (REPO.parent / "shared" / "cases" / "parser-cases.json").read_text("utf-8"))
+        (SHARED / "cases" / "parser-cases.json").read_text("utf-8"))
 }
 DSML_CALL = (
     '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="{name}">\n'

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.trees import REPO
+from tests.support.trees import SHARED
 
-GOLDEN = REPO.parent / "shared" / "golden"
+GOLDEN = SHARED / "golden"
 PROMPT_FILES = sorted((GOLDEN / "prompts").glob("*.json"))
 TOKEN_IDS = json.loads((GOLDEN / "token_ids.json").read_text(encoding="utf-8"))
 OFFICIAL = [1, 2, 3, 4]

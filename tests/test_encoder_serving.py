@@ -13,10 +13,10 @@ import shutil
 import httpx
 import pytest
 
-from tests.support.trees import REPO
+from tests.support.trees import SHARED
 
 CASES = json.loads(
-    (REPO.parent / "shared" / "cases" / "encoding-cases.json").read_text("utf-8")
+    (SHARED / "cases" / "encoding-cases.json").read_text("utf-8")
 )
 BASE_FLAGS = (
     "--tokenizer-mode",

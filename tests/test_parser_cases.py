@@ -12,9 +12,8 @@ import random
 import pytest
 
 from tests.support import parser_driver as drv
-from tests.support.trees import REPO
+from tests.support.trees import SHARED
 
-SHARED = REPO.parent / "shared"
 CASES = json.loads((SHARED / "cases" / "parser-cases.json").read_text("utf-8"))
 GOLDEN = json.loads((SHARED / "golden" / "outputs.json").read_text("utf-8"))["cases"]
 CASES_BY_ID = {case["id"]: case for case in CASES}

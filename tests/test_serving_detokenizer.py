@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+from tests.support.trees import SHARED
 
 
 def _texts() -> list[tuple[str, str]]:
