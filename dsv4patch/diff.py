@@ -10,6 +10,10 @@ from dsv4patch.errors import PatchError
 _HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 # Renames, copies and binary deltas would need more than content hashes to undo.
 _UNSUPPORTED = (b"rename from ", b"copy from ", b"GIT binary patch", b"Binary files ")
+_MODE_LINES = (b"new file mode ", b"deleted file mode ", b"new mode ", b"old mode ")
+# Regular files only: a symlink (120000) or submodule (160000) created by a patch
+# could point anywhere, and the journal only knows how to hash and restore bytes.
+_REGULAR_MODES = (b"100644", b"100755")
 
 
 @dataclass
@@ -47,10 +51,10 @@ def parse_diff(data: bytes, name: str) -> list[FileDiff]:
             raise PatchError(f"patch {name}: {current.path} is a rename, copy or "
                              "binary change, which the series does not support",
                              hint="regenerate the patch with --no-renames as text")
-        elif line.startswith(b"new file mode"):
-            current.new = True
-        elif line.startswith(b"deleted file mode"):
-            current.deleted = True
+        elif line.startswith(_MODE_LINES):
+            _check_mode(line, current, name)
+            current.new = current.new or line.startswith(b"new file mode")
+            current.deleted = current.deleted or line.startswith(b"deleted file mode")
         elif line.startswith((b"--- ", b"+++ ")):
             _check_side(line, current, name)
         elif (match := _HUNK.match(line)) is not None:
@@ -71,6 +75,15 @@ def _git_header_path(line: bytes, name: str) -> str:
         raise PatchError(f"patch {name}: cannot read the header {line!r}",
                          hint="patches use a/ and b/ prefixes and no renames")
     return new[2:]
+
+
+def _check_mode(line: bytes, current: FileDiff, name: str) -> None:
+    mode = line.rsplit(b" ", 1)[-1].strip()
+    if mode not in _REGULAR_MODES:
+        raise PatchError(f"patch {name}: {current.path} gets mode "
+                         f"{mode.decode('ascii', 'replace')}; the series only "
+                         "changes regular files", hint="regenerate the patch "
+                         "without symlinks or submodules")
 
 
 def _check_side(line: bytes, current: FileDiff, name: str) -> None:

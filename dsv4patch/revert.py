@@ -38,6 +38,7 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool,
     trees = [resolve(name, given[name]) for name in names]
     report = RevertReport("nothing to revert")
     with lock.locked([t.path for t in trees]):
+        step("locked")
         plans = [_plan(series, tree, from_patches, dry_run) for tree in trees]
         report.trees = [TreeRevert(t.name, str(t.path), state, [r.path for r in recs])
                         for t, (state, recs, _) in zip(trees, plans, strict=True)]

@@ -24,6 +24,7 @@ APPLIES, APPLIED, PARTLY, CONFLICT = "applies", "already applied", "partly appli
     "conflicts"
 PREFIX = "dsv4patch-stage-"
 _FAILED_AT = re.compile(r"^error: patch failed: (.+):(\d+)$", re.M)
+_CHECKING = re.compile(r"^Checking patch (.+)\.\.\.$", re.M)
 _FILE_ERROR = re.compile(r"^error: (.+?): (already exists in working directory|"
                          r"does not exist in index|No such file or directory|"
                          r"patch does not apply|does not match index)$", re.M)
@@ -74,6 +75,7 @@ class Stage:
         if result.returncode != 0:
             return result
         _refuse_skips(patch, result.stderr)
+        refuse_unparsed(patch, result.stderr)
         unchanged = [rel for rel in patch.paths if self.hash(rel) == before[rel]]
         if unchanged:
             raise PatchError(f"patch {patch.file} left {unchanged[0]} unchanged",
@@ -83,6 +85,8 @@ class Stage:
     def unapply(self, patch: Patch) -> bool:
         """Reverse-apply `patch` if it reverses cleanly; say whether it did."""
         result = git.apply(self.root, patch.data, reverse=True)
+        if result.returncode == 0:
+            refuse_unparsed(patch, result.stderr)
         return result.returncode == 0 and "Skipped patch" not in result.stderr
 
     def classify(self, patch: Patch) -> Outcome:
@@ -147,6 +151,22 @@ def conflicts(patch: Patch, stderr: str) -> list[str]:
             found.append(f"{match[1]}: {match[2]}")
     return found or [stderr.strip().splitlines()[-1] if stderr.strip()
                      else "git apply failed without a message"]
+
+
+def refuse_unparsed(patch: Patch, stderr: str) -> None:
+    """Refuse a patch in which git found files that parse_diff did not.
+
+    Only the parsed files are backed up, installed and journaled; a section git
+    reads but the parser skipped (say, one before the first `diff --git`) would
+    change the stage and then silently never reach the tree.
+    """
+    seen = set(_CHECKING.findall(stderr))
+    if seen != set(patch.paths):
+        extra = sorted(seen ^ set(patch.paths))
+        raise PatchError(f"patch {patch.file}: git and dsv4patch disagree on the "
+                         f"files it changes ({', '.join(extra[:3])})",
+                         hint="every change needs its own `diff --git` section; "
+                         "regenerate the patch with git diff")
 
 
 def _refuse_skips(patch: Patch, stderr: str) -> None:

@@ -316,3 +316,102 @@ def test_check_names_runtime_overrides_from_vllm_ascend(tmp_path: Path,
     assert result.returncode == 0, result.stderr
     (note,) = json.loads(result.stdout)["notes"]
     assert "is_deepseek_mla" in note and "patch_model_config.py:" in note
+
+
+def _one_patch_series(dest: Path, name: str, data: str) -> Path:
+    return cli.write_series(dest, [{"file": name, "tree": "vllm", "description": "t",
+                                    "origin": "tests"}], {name: data.encode()})
+
+
+@pytest.mark.parametrize("case", ["edited after apply", "symlinked file",
+                                  "does not compile"])
+def test_check_gives_the_verdict_apply_would(case: str, tmp_path: Path,
+                                             full_series: Path,
+                                             lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    series = full_series
+    rel = cli.paths_of((full_series / "9001-test-vllm.patch").read_bytes())[0]
+    if case == "edited after apply":
+        assert cli.run("apply", *trees.args, series=series,
+                       lock_dir=lock_dir).returncode == 0
+        # At the top, away from the patch's hunk, so the patch still looks applied.
+        target = trees.vllm / rel
+        target.write_text("# a local edit\n" + target.read_text())
+    elif case == "symlinked file":
+        target = trees.vllm / rel
+        moved = trees.vllm / (rel + ".real")
+        target.rename(moved)
+        target.symlink_to(moved.name)
+    else:
+        series = _one_patch_series(tmp_path / "bad", "0001-bad.patch", cli.header(
+            "syntax error") + cli.append_patch("vllm", rel, "def (:"))
+    before = trees.digests()
+
+    checked = cli.run("check", *trees.args, series=series, lock_dir=lock_dir)
+    applied = cli.run("apply", *trees.args, series=series, lock_dir=lock_dir)
+
+    assert applied.returncode == 1, applied.stderr
+    assert checked.returncode == 1, checked.stdout
+    assert "problem: " in checked.stdout
+    assert trees.digests() == before
+
+
+def test_a_section_before_the_first_diff_header_is_refused(tmp_path: Path,
+                                                          lock_dir: Path) -> None:
+    rel = cli.VLLM_EXTRA[0]
+    sneaky = ("--- /dev/null\n+++ b/vllm/sneaky.py\n@@ -0,0 +1 @@\n+SNEAKY = 1\n")
+    series = _one_patch_series(tmp_path / "series", "0001-sneaky.patch",
+                               cli.header("hidden section") + sneaky
+                               + cli.append_patch("vllm", rel, "# visible"))
+    trees = cli.make_trees("plain", tmp_path)
+    before = trees.digests()
+
+    checked = cli.run("check", *trees.args, series=series, lock_dir=lock_dir)
+    result = cli.run("apply", *trees.args, series=series, lock_dir=lock_dir)
+
+    assert checked.returncode == 1 and "disagree" in checked.stderr
+    assert result.returncode == 1 and "vllm/sneaky.py" in result.stderr
+    assert "disagree" in result.stderr and trees.digests() == before
+
+
+def test_a_patch_creating_a_symlink_is_refused(tmp_path: Path,
+                                              lock_dir: Path) -> None:
+    link = ("diff --git a/vllm/link b/vllm/link\nnew file mode 120000\n"
+            "--- /dev/null\n+++ b/vllm/link\n@@ -0,0 +1 @@\n+/etc/hostname\n"
+            "\\ No newline at end of file\n")
+    series = _one_patch_series(tmp_path / "series", "0001-link.patch",
+                               cli.header("symlink") + link)
+    trees = cli.make_trees("plain", tmp_path)
+    before = trees.digests()
+
+    result = cli.run("apply", *trees.args, series=series, lock_dir=lock_dir)
+
+    assert result.returncode == 1 and "120000" in result.stderr
+    assert not (trees.vllm / "vllm/link").is_symlink()
+    assert trees.digests() == before
+
+
+def test_any_tag_at_head_may_name_the_base(tmp_path: Path, full_series: Path,
+                                          lock_dir: Path) -> None:
+    trees = cli.make_trees("git-clone", tmp_path)
+    # Sorted first, so a tree judged by one tag alone was refused as 0.12.9.
+    cli.git(trees.vllm, "tag", "v0.12.9")
+    result = cli.run("apply", "--dry-run", *trees.args, series=full_series,
+                     lock_dir=lock_dir)
+    assert result.returncode == 0, result.stderr
+
+    cli.git(trees.vllm, "tag", "-d", "v0.13.0")
+    refused = cli.run("apply", "--dry-run", *trees.args, series=full_series,
+                      lock_dir=lock_dir)
+    assert refused.returncode == 1 and "0.12.9" in refused.stderr
+
+
+def test_results_are_printed_once(tmp_path: Path, full_series: Path,
+                                  lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    for command in ("apply", "revert"):
+        result = cli.run(command, *trees.args, series=full_series, lock_dir=lock_dir)
+        assert result.returncode == 0, result.stderr
+        assert str(trees.vllm) in result.stdout
+        assert str(trees.vllm) not in result.stderr and "reverted" not in \
+            result.stderr

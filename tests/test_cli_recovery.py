@@ -251,6 +251,9 @@ def test_dry_run_after_a_kill_changes_nothing(tmp_path: Path,
 
     assert result.returncode == 0, result.stderr
     assert "would roll back an interrupted run" in result.stdout
+    # A dry run neither does nor claims the recovery.
+    assert "recovered" not in result.stdout and "rolling it back" not in \
+        result.stderr
     assert trees.digests() == before
 
 
@@ -351,3 +354,56 @@ def test_revert_dry_run_keeps_a_journal_less_work_directory(
 
     assert result.returncode == 0, result.stderr
     assert trees.digests() == before and (trees.vllm / ".dsv4patch").is_dir()
+
+
+def test_the_lock_does_not_depend_on_tmpdir(tmp_path: Path,
+                                            full_series: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    base = {k: v for k, v in os.environ.items() if k != "DSV4PATCH_LOCK_DIR"}
+    base.update(PYTHONPATH=str(support_trees.REPO), DSV4PATCH_SERIES=str(full_series))
+    for name in ("tmp-a", "tmp-b"):
+        (tmp_path / name).mkdir()
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dsv4patch", "apply", *trees.args],
+        env={**base, "TMPDIR": str(tmp_path / "tmp-a"),
+             "DSV4PATCH_TEST_PAUSE_AT": "locked", "DSV4PATCH_TEST_SIGNAL": "STOP"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_stopped(first)
+        other = {**base, "TMPDIR": str(tmp_path / "tmp-b"), "DSV4PATCH_LOCK_WAIT": "0.5"}
+        second = subprocess.run([sys.executable, "-m", "dsv4patch", "apply",
+                                 *trees.args], env=other, capture_output=True,
+                                text=True, timeout=120)
+        # A reader waits for the live run instead of calling it interrupted.
+        status = subprocess.run([sys.executable, "-m", "dsv4patch", "status",
+                                 *trees.args], env=other, capture_output=True,
+                                text=True, timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    first.communicate(timeout=120)
+
+    assert second.returncode == 1 and "holds the lock" in second.stderr
+    assert status.returncode == 1 and "holds the lock" in status.stderr
+    assert "interrupted" not in status.stdout
+    assert first.returncode == 0
+    final = cli.run("status", "--json", *trees.args, series=full_series)
+    assert [t["state"] for t in json.loads(final.stdout)["trees"]] == ["applied"] * 2
+
+
+@pytest.mark.parametrize("command", ["apply", "revert"])
+def test_sigterm_before_any_change_exits_130(command: str, tmp_path: Path,
+                                             full_series: Path,
+                                             lock_dir: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    if command == "revert":
+        assert cli.run("apply", *trees.args, series=full_series,
+                       lock_dir=lock_dir).returncode == 0
+    before = trees.digests()
+    # Both commands pass `locked` before they plan or change anything.
+    result = cli.run(command, *trees.args, series=full_series, lock_dir=lock_dir,
+                     env={"DSV4PATCH_TEST_PAUSE_AT": "locked",
+                          "DSV4PATCH_TEST_SIGNAL": "TERM"})
+
+    assert result.returncode == 130, result.stderr
+    assert "Interrupted by SIGTERM" in result.stderr
+    assert trees.digests() == before
