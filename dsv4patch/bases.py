@@ -2,8 +2,8 @@
 
 `patches/bases/<tree>-<version>.sha256` is generated from the pristine trees
 (`dsv4patch record-base`) in `sha256sum` format. All four v0.13.0rc3 image
-variants ship these same tracked files; `variants.toml` next to them names the
-variants and the hints (/etc/os-release, SOC_VERSION) that tell them apart.
+variants ship these same tracked files; `variants.py` names the variants and the
+hints (/etc/os-release, SOC_VERSION) that tell them apart.
 """
 
 from __future__ import annotations

@@ -61,6 +61,20 @@ def test_renames_and_binary_changes_are_refused(extra: bytes) -> None:
         parse_diff(TRICKY + extra, "odd.patch")
 
 
+@pytest.mark.parametrize("mode", [b"new file mode 120000", b"new mode 160000",
+                                  b"old mode 100644\nnew mode 120000"])
+def test_modes_other_than_regular_files_are_refused(mode: bytes) -> None:
+    odd = b"diff --git a/l b/l\n" + mode + b"\n"
+    with pytest.raises(PatchError, match="only changes regular files"):
+        parse_diff(TRICKY + odd, "mode.patch")
+
+
+def test_regular_file_modes_are_accepted() -> None:
+    executable = (b"diff --git a/run.sh b/run.sh\nold mode 100644\n"
+                  b"new mode 100755\n")
+    assert parse_diff(TRICKY + executable, "mode.patch")[-1].path == "run.sh"
+
+
 def test_a_patch_without_a_diff_is_refused() -> None:
     with pytest.raises(PatchError, match="holds no git-style diff"):
         parse_diff(b"Description: nothing\n---\n", "empty.patch")
