@@ -100,6 +100,8 @@ def test_sigkill_during_revert_resumes(step: str, tmp_path: Path,
                                 lock_dir=lock_dir).stdout)
     assert status["trees"][0]["state"] == "interrupted"
     assert status["trees"][0]["journal"] == "reverting"
+    assert status["trees"][0]["note"].startswith("a run that was reverting was "
+                                                 "interrupted")
 
     assert cli.run("revert", *trees.args, series=full_series,
                    lock_dir=lock_dir).returncode == 0
