@@ -133,6 +133,9 @@ def render_table(max_turns: int) -> list[str]:
         previous = (len(prompt), seconds)
 
     rows.append("")
+    if not ratios:
+        rows.append("Too few sizes for a doubling ratio: use --max-turns 32 or more.")
+        return rows
     rows.append(
         f"Median normalised doubling ratio from 16 turns on: "
         f"{statistics.median(ratios):.2f} (1.0 = linear, 2.0 = quadratic)."
@@ -171,9 +174,7 @@ def patched_tree(root: Path) -> tuple[Path, Path]:
     sys.path.insert(0, str(REPO))
     from tests.support import trees
 
-    vllm, _ = trees.build_patched_trees(root)
-    model = trees.model_dir(root / "model")
-    return vllm, model
+    return trees.patched_vllm_and_model(root)
 
 
 def main() -> None:

