@@ -12,10 +12,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
+from tests.harness.launch import PATCHED_FLAGS, HarnessServer
 from tests.support import trees
 
 _patched: dict[str, object] = {}
@@ -59,3 +62,18 @@ def patched_vllm() -> Path:
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DeepSeek-V4 model directory with the real tokenizer.json."""
     return trees.model_dir(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def server(patched_vllm: Path, model_path: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[HarnessServer]:
+    """The harness server on the launch line, one per test module."""
+    log = tmp_path_factory.mktemp("e2e") / "server.log"
+    with HarnessServer(model_path, PATCHED_FLAGS, log, vllm_tree=patched_vllm) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server: HarnessServer) -> openai.OpenAI:
+    """The real openai client, pointed at the module's harness server."""
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)

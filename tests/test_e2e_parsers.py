@@ -8,15 +8,13 @@ tests/test_e2e_serving.py for the set-up), streamed and not.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
 from dsv4patch import probe
-from tests.harness.launch import MODEL_NAME, PATCHED_FLAGS, HarnessServer
+from tests.harness.launch import MODEL_NAME, HarnessServer
 from tests.test_e2e_serving import collect
 
 ASK = [{"role": "user", "content": "Weather in Oslo?"}]
@@ -33,19 +31,6 @@ def weather_call(days: str) -> str:
         f'<｜DSML｜parameter name="days" string="false">{days}</｜DSML｜parameter>\n'
         "</｜DSML｜invoke>\n</｜DSML｜tool_calls>"
     )
-
-
-@pytest.fixture(scope="module")
-def server(patched_vllm: Path, model_path: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[HarnessServer]:
-    log = tmp_path_factory.mktemp("e2e-parsers") / "server.log"
-    with HarnessServer(model_path, PATCHED_FLAGS, log, vllm_tree=patched_vllm) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def client(server: HarnessServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 def both(server: HarnessServer, client: openai.OpenAI, text: str,

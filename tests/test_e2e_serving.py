@@ -8,7 +8,6 @@ tests/harness). Requests go through the real `openai` client.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +29,6 @@ DSML_CALL = (
     "</｜DSML｜invoke>\n</｜DSML｜tool_calls>"
 )
 WEATHER_CALL = DSML_CALL.format(name="get_weather", key="location", value="Oslo")
-
-
-@pytest.fixture(scope="module")
-def server(patched_vllm: Path, model_path: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[HarnessServer]:
-    log = tmp_path_factory.mktemp("e2e") / "server.log"
-    with HarnessServer(model_path, PATCHED_FLAGS, log, vllm_tree=patched_vllm) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def client(server: HarnessServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 @pytest.fixture(scope="module")
