@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,12 @@ def _popen_apply(trees: cli.Trees, series: Path, lock_dir: Path,
                             stderr=subprocess.PIPE, text=True)
 
 
+def lose_journals(*tree_paths: Path) -> None:
+    """Delete the journal directories, as a careless clean-up would."""
+    for tree in tree_paths:
+        shutil.rmtree(tree / ".dsv4patch")
+
+
 def _wait_stopped(process: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -221,8 +228,7 @@ def test_lost_journal_is_named_and_recoverable(tmp_path: Path,
     pristine = trees.digests()
     assert cli.run("apply", *trees.args, series=full_series,
                    lock_dir=lock_dir).returncode == 0
-    for tree in (trees.vllm, trees.ascend):
-        subprocess.run(["rm", "-rf", str(tree / ".dsv4patch")], check=True)
+    lose_journals(trees.vllm, trees.ascend)
 
     status = json.loads(cli.run("status", "--json", *trees.args, series=full_series,
                                 lock_dir=lock_dir).stdout)
@@ -266,8 +272,7 @@ def test_revert_from_patches_killed_halfway_resumes(tmp_path: Path,
     pristine = trees.digests()
     assert cli.run("apply", *trees.args, series=full_series,
                    lock_dir=lock_dir).returncode == 0
-    for tree in (trees.vllm, trees.ascend):
-        subprocess.run(["rm", "-rf", str(tree / ".dsv4patch")], check=True)
+    lose_journals(trees.vllm, trees.ascend)
     killed = cli.run("revert", "--from-patches", *trees.args, series=full_series,
                      lock_dir=lock_dir,
                      env={"DSV4PATCH_TEST_PAUSE_AT": "restore-first"})
@@ -289,7 +294,7 @@ def test_from_patches_refuses_edited_files(tmp_path: Path,
     trees = cli.make_trees("plain", tmp_path)
     assert cli.run("apply", *trees.args, series=full_series,
                    lock_dir=lock_dir).returncode == 0
-    subprocess.run(["rm", "-rf", str(trees.vllm / ".dsv4patch")], check=True)
+    lose_journals(trees.vllm)
     marker = trees.vllm / "vllm/dsv4patch_test/marker.py"
     marker.write_text("MARK = 1\nEDIT = 2\n")
     before = trees.digests()
