@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dsv4patch import bases, git, lock, originals, restore, signals, variants
 from dsv4patch import journal as journal_mod
+from dsv4patch import upgrade as upgrade_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.files import (
     bytecode_of,
@@ -35,6 +36,8 @@ class TreeResult:
     state: str
     files: list[FileRecord] = field(default_factory=list)
     recovered: bool = False
+    # The series version the tree carried before this run upgraded it.
+    upgrade_from: str = ""
 
 
 @dataclass
@@ -68,20 +71,30 @@ def preview(series: Series, trees: list[Tree]) -> ApplyReport:
 def _run_locked(series: Series, trees: list[Tree], dry_run: bool,
                 report: ApplyReport) -> ApplyReport:
     with contextlib.ExitStack() as stages:
-        report.trees = [_settle_journal(series, tree, dry_run) for tree in trees]
-        pending = [(tree, result)
-                   for tree, result in zip(trees, report.trees, strict=True)
+        settled = [_settle_journal(series, tree, dry_run) for tree in trees]
+        report.trees = [result for result, _ in settled]
+        pending = [(tree, result, previous)
+                   for tree, (result, previous) in zip(trees, settled, strict=True)
                    if result.state == "pending"]
         if not pending:
-            recovering = any(result.state.startswith("would roll back")
+            recovering = any(result.state.startswith("would r")
                              for result in report.trees)
             report.state = "would apply" if recovering else "already applied"
             return report
 
-        plans = [_plan(series, tree, stages) for tree, _ in pending]
-        report.state = "would apply" if dry_run else "applied"
-        for (_, result), plan in zip(pending, plans, strict=True):
-            result.state, result.files = report.state, plan.records
+        plans = [_plan(series, tree, stages, previous)
+                 for tree, _, previous in pending]
+        upgrading = any(plan.upgrade for plan in plans)
+        report.state = ("would " if dry_run else "") + (
+            ("upgrade" if dry_run else "upgraded") if upgrading else
+            ("apply" if dry_run else "applied"))
+        for (_, result, previous), plan in zip(pending, plans, strict=True):
+            result.files = plan.records
+            result.state = "would apply" if dry_run else "applied"
+            if previous is not None:
+                result.upgrade_from = previous.series_version
+                result.state = (f"{'would upgrade' if dry_run else 'upgraded'} "
+                                f"{previous.series_version} -> {series.version}")
         if not dry_run:
             _commit(series, plans)
     return report
@@ -92,33 +105,46 @@ class Plan:
     tree: Tree
     stage: Stage
     records: list[FileRecord]
+    upgrade: upgrade_mod.UpgradePlan | None = None
+
+    @property
+    def moves(self) -> list[FileRecord]:
+        """The files this run replaces, `before` being what they hold now."""
+        return self.upgrade.moves if self.upgrade else self.records
 
 
-def _settle_journal(series: Series, tree: Tree, dry_run: bool) -> TreeResult:
-    """Recover an interrupted run; say whether this tree still needs the series."""
+def _settle_journal(series: Series, tree: Tree,
+                    dry_run: bool) -> tuple[TreeResult, Journal | None]:
+    """Recover an interrupted run; say whether this tree still needs the series,
+    and return the journal of an older series this run would upgrade."""
     result = TreeResult(tree.name, str(tree.path), "pending")
+    if upgrade_mod.pending(tree.path):
+        if dry_run:
+            result.state = "would recover an interrupted upgrade first"
+            return result, None
+        with signals.deferred("the interrupted upgrade was recovered first"):
+            log.info("%s: %s", tree.label,
+                     upgrade_mod.recover(tree, series.footprint(tree.name)))
+        result.recovered = True
     journal = journal_mod.read(tree.path, series.footprint(tree.name))
     if journal is None:
         journal = _adopt(series, tree, dry_run)
         if journal is None:
-            return result
+            return result, None
     if journal.state != APPLIED:
         if dry_run:
             log.info("%s: an earlier run was interrupted; apply would roll it back",
                      tree.label)
             result.state = "would roll back an interrupted run, then apply"
-            return result
+            return result, None
         log.info("%s: an earlier run was interrupted; rolling it back", tree.label)
         restore.roll_back(tree.path, journal)
         result.recovered = True
-        return result
+        return result, None
 
     if journal.series_digest != series.digest:
-        raise PatchError(
-            f"{tree.label} carries series {journal.series_version} "
-            f"({journal.series_digest[:12]}), not this one ({series.digest[:12]})",
-            hint="`dsv4patch revert` undoes it from its journal; then apply this one",
-        )
+        upgrade_mod.decide(series, tree, journal)
+        return result, journal
     drifted = [r.path for r in journal.files
                if sha256(tree.path / r.path) != r.after]
     if drifted:
@@ -129,7 +155,7 @@ def _settle_journal(series: Series, tree: Tree, dry_run: bool) -> TreeResult:
             "edited files",
         )
     result.state, result.files = "already applied", journal.files
-    return result
+    return result, None
 
 
 def _adopt(series: Series, tree: Tree, dry_run: bool) -> Journal | None:
@@ -147,8 +173,11 @@ def _adopt(series: Series, tree: Tree, dry_run: bool) -> Journal | None:
     return journal
 
 
-def _plan(series: Series, tree: Tree, stages: contextlib.ExitStack) -> Plan:
+def _plan(series: Series, tree: Tree, stages: contextlib.ExitStack,
+          previous: Journal | None = None) -> Plan:
     """Check the base, writability and every patch on a stage kept for commit."""
+    if previous is not None:
+        return _plan_upgrade(series, tree, stages, previous)
     footprint = series.footprint(tree.name)
     _refuse_escapes(tree, footprint)
     check_base(tree, series.bases[tree.name]["version"], footprint)
@@ -162,6 +191,20 @@ def _plan(series: Series, tree: Tree, stages: contextlib.ExitStack) -> Plan:
     records = [FileRecord(rel, before[rel], stage.hash(rel)) for rel in footprint]
     _refuse_syntax_errors(tree, stage, records)
     return Plan(tree, stage, records)
+
+
+def _plan_upgrade(series: Series, tree: Tree, stages: contextlib.ExitStack,
+                  previous: Journal) -> Plan:
+    """The same checks for a tree that carries an older series: on its originals."""
+    paths = list(dict.fromkeys([r.path for r in previous.files]
+                               + series.footprint(tree.name)))
+    _refuse_escapes(tree, paths)
+    _refuse_read_only(tree, paths)
+    stage = stages.enter_context(Stage(tree.path, paths))
+    kept = stages.enter_context(Stage(tree.path, paths))
+    upgrade = upgrade_mod.plan(series, tree, previous, stage, kept)
+    _refuse_syntax_errors(tree, stage, upgrade.records)
+    return Plan(tree, stage, upgrade.records, upgrade)
 
 
 def _refuse_syntax_errors(tree: Tree, stage: Stage, records: list[FileRecord]) -> None:
@@ -180,22 +223,34 @@ def _refuse_syntax_errors(tree: Tree, stage: Stage, records: list[FileRecord]) -
 
 
 def _commit(series: Series, plans: list[Plan]) -> None:
-    """Back up, record intent, replace files, then mark every journal applied."""
+    """Back up, record intent, replace files, then mark every journal applied.
+
+    An upgrade records its intent in its own guard journal and switches the
+    tree's journal to the new series last, so until then the old one holds.
+    """
     started: list[Plan] = []
     try:
         with signals.raising("every file this run touched was restored"):
             for plan in plans:
-                _write_backups(plan)
+                if plan.upgrade:
+                    upgrade_mod.write_backups(plan.tree.path, plan.upgrade)
+                else:
+                    _write_backups(plan)
+                journal_mod.store_series(plan.tree.path, series)
             step("backup")
             for plan in plans:
-                journal_mod.write(plan.tree.path, _new_journal(series, plan))
+                if plan.upgrade:
+                    upgrade_mod.write_guard(plan.tree.path, upgrade_mod.guard(
+                        series, plan.tree, plan.upgrade))
+                else:
+                    journal_mod.write(plan.tree.path, _new_journal(series, plan))
                 started.append(plan)
             step("journal")
             for plan in plans:
                 _replace_files(plan)
             step("replaced")
             for plan in plans:
-                for record in plan.records:
+                for record in plan.moves:
                     remove_bytecode(plan.tree.path, record.path)
             step("bytecode")
             for plan in plans:
@@ -205,17 +260,34 @@ def _commit(series: Series, plans: list[Plan]) -> None:
             step("committed")
     except BaseException:
         for plan in reversed(started):
-            restore.roll_back(plan.tree.path, _new_journal(series, plan))
+            if plan.upgrade:
+                upgrade_mod.roll_back(plan.tree.path, upgrade_mod.guard(
+                    series, plan.tree, plan.upgrade), plan.upgrade.previous)
+            else:
+                restore.roll_back(plan.tree.path, _new_journal(series, plan))
         for plan in plans:
-            if plan not in started:
+            if plan in started:
+                continue
+            if plan.upgrade:
+                upgrade_mod.finish(plan.tree.path, plan.upgrade.previous)
+            else:
                 journal_mod.remove(plan.tree.path)
         raise
+    # Past the switch every tree carries the new series; what is left is
+    # tidying, which a later run would also finish.
+    with signals.deferred("the upgrade was finished first"):
+        for plan in plans:
+            if plan.upgrade:
+                upgrade_mod.finish(plan.tree.path, _new_journal(series, plan))
 
 
 def _new_journal(series: Series, plan: Plan) -> Journal:
     patches = {p.file: p.sha256 for p in series.for_tree(plan.tree.name)}
     return Journal(plan.tree.name, series.version, series.digest, patches,
-                   plan.records, variants=variants.consistent(plan.tree.name))
+                   plan.records, variants=variants.consistent(plan.tree.name),
+                   series_copy=journal_mod.copy_name(series.digest),
+                   upgraded_from=plan.upgrade.previous.series_version
+                   if plan.upgrade else "")
 
 
 def _write_backups(plan: Plan) -> None:
@@ -227,7 +299,7 @@ def _write_backups(plan: Plan) -> None:
 
 
 def _replace_files(plan: Plan) -> None:
-    for number, record in enumerate(plan.records):
+    for number, record in enumerate(plan.moves):
         target = plan.tree.path / record.path
         if record.after is None:
             target.unlink()

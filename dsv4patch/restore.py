@@ -45,15 +45,20 @@ def refuse_edited(tree: Path, edited: list[str]) -> None:
         )
 
 
-def restore(tree: Path, records: list[FileRecord]) -> None:
-    """Return each file to its recorded `before` content, or remove it."""
+def restore(tree: Path, records: list[FileRecord], backups: Path | None = None) -> None:
+    """Return each file to its recorded `before` content, or remove it.
+
+    The copies come from the journal's backup directory, or from `backups`
+    (an upgrade keeps the files of the series it replaces there).
+    """
     for number, record in enumerate(records):
         target = tree / record.path
         if record.before is None:
             target.unlink(missing_ok=True)
             prune_empty_dirs(tree, record.path)
         else:
-            backup = journal_mod.backup_path(tree, record.path)
+            backup = (backups / record.path if backups is not None else
+                      journal_mod.backup_path(tree, record.path))
             if sha256(backup) != record.before:
                 raise PatchError(f"the backup of {record.path} in {tree} is missing "
                                  "or damaged; that file was left as it is",

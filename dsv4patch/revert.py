@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dsv4patch import bases, lock, originals, restore, signals
 from dsv4patch import journal as journal_mod
+from dsv4patch import upgrade as upgrade_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.hooks import step
 from dsv4patch.journal import REVERTING, FileRecord, Journal
@@ -64,6 +65,13 @@ def run(series: Series, given: dict[str, Path | None], dry_run: bool,
 
 def _plan(series: Series, tree: Tree, from_patches: bool,
           dry_run: bool) -> tuple[str, list[FileRecord], Journal | None]:
+    if upgrade_mod.pending(tree.path):
+        if dry_run:
+            return "would recover an interrupted upgrade, then revert", [], None
+        # Back to one consistent series first; the revert then undoes it.
+        with signals.deferred("the interrupted upgrade was recovered first"):
+            log.info("%s: %s", tree.label,
+                     upgrade_mod.recover(tree, series.footprint(tree.name)))
     try:
         journal = journal_mod.read(tree.path, series.footprint(tree.name))
     except journal_mod.JournalDamaged:
