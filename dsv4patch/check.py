@@ -8,10 +8,13 @@ from pathlib import Path
 from dsv4patch import apply as apply_mod
 from dsv4patch import git, lock, overrides, variants
 from dsv4patch import journal as journal_mod
+from dsv4patch import upgrade as upgrade_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.series import Series
 from dsv4patch.stage import APPLIED, APPLIES, Outcome, Stage
 from dsv4patch.trees import Tree, check_base, path_for, resolve
+
+UPGRADE = "would upgrade"
 
 
 @dataclass
@@ -24,6 +27,8 @@ class TreeCheck:
     journal: str = "none"
     problem: str | None = None
     patches: list[Outcome] = field(default_factory=list)
+    # The older (or other) series the journal says is applied; apply upgrades it.
+    carries: str = ""
 
 
 @dataclass
@@ -50,15 +55,18 @@ def run(series: Series, given: dict[str, Path | None]) -> CheckReport:
             report.notes = overrides.find(series, ascend)
 
         outcomes = [o.state for t in report.trees for o in t.patches]
-        if any(t.problem for t in report.trees) or not outcomes:
+        upgrading = any(t.carries for t in report.trees)
+        if any(t.problem for t in report.trees) or not (outcomes or upgrading):
             report.state = "blocked" if report.trees else "nothing to do"
+        elif upgrading and all(s in (APPLIES, APPLIED) for s in outcomes):
+            report.state = UPGRADE
         elif all(state == APPLIES for state in outcomes):
             report.state = APPLIES
         elif all(state == APPLIED for state in outcomes):
             report.state = APPLIED
         else:
             report.state = "blocked"
-        if report.state in (APPLIES, APPLIED):
+        if report.state in (APPLIES, APPLIED, UPGRADE):
             _preflight(series, names, given, report)
     return report
 
@@ -82,6 +90,9 @@ def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
         return TreeCheck(name, str(path_for(name, given)), problem=exc.message)
     result = TreeCheck(name, str(tree.path), tree.shape, tree.versions,
                        variants.consistent(tree.name), _journal_state(series, tree))
+    result.carries = upgrade_mod.carried(series, tree)
+    if result.carries:
+        return result  # apply's preflight checks the series on the originals
     footprint = series.footprint(name)
     try:
         check_base(tree, series.bases[name]["version"], footprint)

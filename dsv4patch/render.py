@@ -35,6 +35,10 @@ def check_text(report: CheckReport) -> str:
                      + ", ".join(facts))
         if tree.problem:
             lines.append(f"  problem: {tree.problem}")
+        if tree.carries:
+            lines.append(f"  series {tree.carries} applied" + (
+                f"; would upgrade {tree.carries} -> {report.series_version}"
+                if report.state == "would upgrade" else ""))
         for outcome in tree.patches:
             lines.append(f"  {outcome.patch}: {outcome.state}")
             lines += [f"    {problem}" for problem in outcome.problems]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, check, lock, variants
+from dsv4patch import bases, check, lock, upgrade, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.files import sha256
@@ -78,15 +78,14 @@ def _from_journal(series: Series, tree: Tree, journal: Journal,
         status.patches[patch.file] = (
             "applied" if states == {PATCHED} else
             "not applied" if states == {ORIGINAL} else PARTLY)
-    if journal.patches != {p.file: p.sha256 for p in series.for_tree(tree.name)}:
-        status.note = (f"applied with another series ({journal.series_version}); "
-                       "revert it before applying this one")
+    status.note = upgrade.note(series, tree.path, journal)
     if journal.state != APPLIED:
         status.note = (f"a run that was {journal.state} was interrupted; "
                        "`dsv4patch apply` or `dsv4patch revert` finishes the "
                        "recovery")
     values = set(status.files.values())
-    status.state = ("interrupted" if journal.state != APPLIED else
+    status.state = ("interrupted" if journal.state != APPLIED
+                    or upgrade.pending(tree.path) else
                     "applied" if values == {PATCHED} else
                     "edited after apply" if EDITED in values else PARTLY)
 
@@ -98,7 +97,7 @@ def _from_files(series: Series, tree: Tree, status: TreeStatus) -> None:
     except PatchError:
         manifest = {}
     for rel in series.footprint(tree.name):
-        current = sha256(tree.path / rel)
+        current = bases.blob(tree.path / rel)
         status.files[rel] = ("absent" if current is None else
                              ORIGINAL if current == manifest.get(rel) else
                              f"differs from {tree.name} {base}")

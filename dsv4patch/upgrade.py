@@ -284,3 +284,33 @@ def recover(tree: Tree, footprint: list[str]) -> str | None:
     return (f"rolled back an interrupted upgrade to series "
             f"{guard_journal.series_version}; series {main.series_version} "
             "stays applied")
+
+
+def note(series: Series, tree: Path, journal: Journal) -> str:
+    """What `status` says about a journal of another series, or an upgrade
+    left half done; empty when the journal is this series and nothing is left."""
+    if pending(tree):
+        return ("an upgrade was interrupted; `dsv4patch apply` or `dsv4patch "
+                "revert` finishes the recovery, and until then series "
+                f"{journal.series_version} is the one recorded")
+    if journal.series_digest == series.digest:
+        return ""
+    old, new = journal.series_version, series.version
+    if version_key(new) > version_key(old):
+        return f"would upgrade {old} -> {new} (`dsv4patch apply`)"
+    if version_key(new) < version_key(old):
+        return (f"series {old} is newer than this release's {new}; apply refuses "
+                "to downgrade it")
+    return (f"series {old} was applied from other patch files than this release's "
+            f"{new}; revert it before applying this one")
+
+
+def carried(series: Series, tree: Tree) -> str:
+    """The version of another series the tree's journal says is applied, or ''."""
+    try:
+        journal = journal_mod.read(tree.path, series.footprint(tree.name))
+    except journal_mod.JournalDamaged:
+        return ""
+    if journal is None or journal.state != APPLIED:
+        return ""
+    return journal.series_version if journal.series_digest != series.digest else ""
