@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, git, lock, originals, restore, signals, variants
+from dsv4patch import bases, git, known, lock, originals, restore, signals, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch import upgrade as upgrade_mod
 from dsv4patch.errors import PatchError
@@ -180,6 +180,7 @@ def _plan(series: Series, tree: Tree, stages: contextlib.ExitStack,
         return _plan_upgrade(series, tree, stages, previous)
     footprint = series.footprint(tree.name)
     _refuse_escapes(tree, footprint)
+    known.refuse(series, tree)
     check_base(tree, series.bases[tree.name]["version"], footprint)
     _refuse_read_only(tree, footprint)
 

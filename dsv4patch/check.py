@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsv4patch import apply as apply_mod
-from dsv4patch import git, lock, overrides, variants
+from dsv4patch import git, known, lock, overrides, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch import upgrade as upgrade_mod
 from dsv4patch.errors import PatchError
@@ -101,6 +101,8 @@ def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
     result.patches = classify(series, tree)
     if result.problem and all(o.state == APPLIED for o in result.patches):
         result.problem = None  # applied without a journal: the edits are ours
+    if result.journal == "none":
+        result.problem = known.describe(series, tree) or result.problem
     return result
 
 

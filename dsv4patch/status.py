@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, check, lock, upgrade, variants
+from dsv4patch import bases, check, known, lock, upgrade, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.files import sha256
@@ -109,6 +109,7 @@ def _from_files(series: Series, tree: Tree, status: TreeStatus) -> None:
                     "applied without a journal" if states == {"already applied"}
                     else PARTLY if states <= {"not applied", "already applied", PARTLY}
                     else "conflicts")
+    status.note = known.describe(series, tree) or status.note
     if journal_mod.workdir(tree.path).exists() and status.journal == "none":
         status.note = ("a .dsv4patch directory without a journal is left from a run "
                        "killed before it changed any file; apply or revert removes it")
