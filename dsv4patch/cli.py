@@ -21,13 +21,14 @@ from typing import Any
 
 import click
 
-from dsv4patch import __version__, bases, hooks, render, signals
+from dsv4patch import __version__, hooks, render, signals
 from dsv4patch import apply as apply_mod
 from dsv4patch import check as check_mod
 from dsv4patch import drift as drift_mod
 from dsv4patch import revert as revert_mod
 from dsv4patch import series as series_mod
 from dsv4patch import status as status_mod
+from dsv4patch import verify as verify_mod
 from dsv4patch.errors import Interrupted, PatchError
 
 EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 3, 130
@@ -67,7 +68,9 @@ def dry_run(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show every git command that runs.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
-@click.version_option(__version__, prog_name="dsv4patch")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _, value: _version(ctx, value),
+              help="Show the tool and series versions and exit.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """Apply the DeepSeek-V4 patch series to vLLM and vllm-ascend, safely."""
@@ -172,6 +175,25 @@ def drift(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
 
 
 @cli.command()
+@trees
+@click.option("--python", type=click.Path(path_type=Path, dir_okay=False),
+              help="The target's interpreter [$DSV4PATCH_PYTHON, the one running "
+              "dsv4patch].")
+@common
+def verify(vllm: Path | None, vllm_ascend: Path | None, python: Path | None,
+           verbose: bool | None, quiet: bool | None, as_json: bool) -> None:
+    """After apply: touched files intact, patched code compiles, imports and
+    gives the golden results in the target's Python."""
+    setup(verbose, quiet, as_json)
+    report = verify_mod.run(series_mod.load(), _given(vllm, vllm_ascend), python)
+    emit(report, as_json, render.verify_text)
+    if report.failed:
+        raise PatchError(f"{len(report.failed)} of {len(report.checks)} checks "
+                         f"failed: {', '.join(c.name for c in report.failed)}",
+                         hint="the FAIL lines above name each file or module")
+
+
+@cli.command()
 @click.option("--url", required=True, help="Base URL of the server, e.g. "
               "http://127.0.0.1:8000")
 @click.option("--model", required=True, help="Served model name.")
@@ -195,12 +217,29 @@ def probe(url: str, model: str, api_key: str | None, timeout: float,
                          f"{', '.join(failed)}", hint="the table above shows why")
 
 
-@cli.command("record-base", hidden=True)
-@click.argument("tree", type=TREE_PATH)
-@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
-def record_base(tree: Path, output: Path) -> None:
-    """Write the sha256 manifest of a pristine tree (for patches/bases/)."""
-    output.write_text(bases.record(tree))
+@cli.command("record-profiles", hidden=True)
+@click.option("--vllm", type=TREE_PATH, required=True, help="Pristine vLLM tree.")
+@click.option("--vllm-ascend", "vllm_ascend", type=TREE_PATH, required=True,
+              help="Pristine vllm-ascend tree.")
+def record_profiles(vllm: Path, vllm_ascend: Path) -> None:
+    """Regenerate patches/bases/*.gitblob and patches/profiles/*.toml from the
+    pristine trees of the series' bases."""
+    from dsv4patch import profiles
+
+    for path in profiles.record(series_mod.load(), vllm, vllm_ascend):
+        click.echo(f"wrote {path}")
+
+
+def _version(ctx: click.Context, value: bool) -> None:
+    """--version: the tool's version and the version of the series it carries."""
+    if not value or ctx.resilient_parsing:
+        return
+    try:
+        series = f"series {series_mod.load().version}"
+    except PatchError as exc:
+        series = f"no usable series: {exc.message}"
+    click.echo(f"dsv4patch {__version__} ({series})")
+    ctx.exit()
 
 
 def main() -> None:

@@ -68,6 +68,25 @@ def run(args: list[str], cwd: Path, stdin: bytes | None = None) -> Result:
     return Result(argv, done.returncode, stdout, stderr)
 
 
+def run_program(argv: list[str], cwd: Path, env: dict[str, str],
+                timeout: float) -> Result:
+    """Run another program (the target's Python, for `verify`) without a shell.
+
+    A run that outlives `timeout` is killed and reported as return code -1.
+    """
+    log.debug("run: (cd %s && %s)", cwd, shlex.join(argv))
+    try:
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Result(argv, -1, "", f"killed after {timeout:.0f} seconds")
+    except OSError as exc:
+        raise PatchError(f"cannot run {argv[0]}: {exc.strerror or exc}",
+                         hint="name an executable Python with --python") from exc
+    return Result(argv, done.returncode, done.stdout.decode("utf-8", "replace"),
+                  done.stderr.decode("utf-8", "replace"))
+
+
 def apply(stage: Path, patch: bytes, *, check: bool = False, reverse: bool = False,
           include: str | None = None) -> Result:
     """`git apply` one patch to the plain files under `stage`, never fuzzily."""

@@ -11,6 +11,7 @@ from dsv4patch.check import CheckReport
 from dsv4patch.drift import DriftReport
 from dsv4patch.revert import RevertReport
 from dsv4patch.status import StatusReport
+from dsv4patch.verify import VerifyReport
 
 
 def apply_text(report: ApplyReport) -> str:
@@ -83,6 +84,14 @@ def drift_text(report: DriftReport) -> str:
         for diff in tree.differences:
             mark = "BLOCKING" if diff.blocking else "warning"
             lines.append(f"  {diff.code:<8} {mark:<8} {diff.path}")
+    return "\n".join(lines)
+
+
+def verify_text(report: VerifyReport) -> str:
+    width = max((len(c.name) for c in report.checks), default=5)
+    lines = [f"{c.state.upper():<4}  {c.name:<{width}}  {c.detail}"
+             for c in report.checks]
+    lines.append(f"series {report.series_version} in {report.python}: {report.state}")
     return "\n".join(lines)
 
 
