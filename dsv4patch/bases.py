@@ -1,66 +1,106 @@
-"""Recorded base manifests: the sha256 of every tracked file of each upstream tree.
+"""Recorded base manifests: the git blob hash and mode of every tracked file.
 
-`patches/bases/<tree>-<version>.sha256` is generated from the pristine trees
-(`dsv4patch record-base`) in `sha256sum` format. All four v0.13.0rc3 image
-variants ship these same tracked files; `variants.py` names the variants and the
-hints (/etc/os-release, SOC_VERSION) that tell them apart.
+`patches/bases/<tree>-<version>.gitblob` is generated from the pristine trees
+(`dsv4patch record-profiles`) in the format of `git ls-tree -r`: one
+`<mode> blob <sha1>\\t<path>` line per file. A blob hash is what `git hash-object`
+prints, so a manifest can be compared with any clone without reading it twice.
+All four v0.13.0rc3 image profiles (`patches/profiles/`) share these manifests
+and pin each one's sha256.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import functools
+import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from dsv4patch import series as series_mod
 from dsv4patch.errors import PatchError
-from dsv4patch.files import sha256
 
+SUFFIX = ".gitblob"
 # Build byproducts and local metadata that never count as drift.
-SKIP_DIRS = ("__pycache__", ".git", ".dsv4patch", "*.egg-info", ".pytest_cache",
-             ".mypy_cache")
+SKIP_DIRS = ("__pycache__", ".git", ".dsv4patch", "*.egg-info", "*.dist-info",
+             ".pytest_cache", ".mypy_cache")
 # Skipped only at the top of a tree: vllm-ascend tracks a csrc/.../build/ dir.
 SKIP_TOP = ("build/", "dist/", "rust/target/", ".deps/")
 SKIP_FILES = ("*.pyc", "*.pyo", "*.so", "_version.py", ".DS_Store")
+# Written by an install into the tree itself: vllm-ascend's setup.py records the
+# device type it was built for here (fingerprint.py reads it as SoC evidence).
+SKIP_GENERATED = ("vllm_ascend/_build_info.py",)
 # More sampled differences than this and the tree is another release, not an edit.
 OTHER_VERSION_THRESHOLD = 10
 SAMPLE_EVERY = 12
+REGULAR, EXECUTABLE, SYMLINK = "100644", "100755", "120000"
 
 
 def directory() -> Path:
     return series_mod.locate() / "bases"
 
 
+def manifest_name(tree: str, version: str) -> str:
+    return f"{tree}-{version}{SUFFIX}"
+
+
 def manifest_path(tree: str, version: str) -> Path:
-    return directory() / f"{tree}-{version}.sha256"
+    return directory() / manifest_name(tree, version)
+
+
+def blob(path: Path) -> str | None:
+    """The git blob hash of a file (of a symlink's target text), None if absent."""
+    try:
+        data = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+    except FileNotFoundError:
+        return None
+    header = f"blob {len(data)}\0".encode()
+    return hashlib.sha1(header + data, usedforsecurity=False).hexdigest()
+
+
+def mode(path: Path) -> str | None:
+    """The file's mode as git records it, None if absent."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return SYMLINK
+    return EXECUTABLE if st.st_mode & stat.S_IXUSR else REGULAR
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(path: Path) -> dict[str, str]:
-    entries: dict[str, str] = {}
+def _parse(path: Path, mtime: float) -> dict[str, tuple[str, str]]:
+    del mtime  # part of the cache key only: a regenerated manifest is re-read
+    entries: dict[str, tuple[str, str]] = {}
     for line in path.read_text().splitlines():
-        digest, _, rel = line.partition("  ")
-        if rel:
-            entries[rel] = digest
+        head, _, rel = line.partition("\t")
+        fields = head.split(" ")
+        if rel and len(fields) == 3:
+            entries[rel] = (fields[0], fields[2])
     return entries
 
 
-def load(tree: str, version: str) -> dict[str, str]:
-    """Return {relpath: sha256} of the base; raise PatchError when unrecorded."""
+def load_entries(tree: str, version: str) -> dict[str, tuple[str, str]]:
+    """Return {relpath: (mode, blob)} of the base; raise PatchError when unrecorded."""
     path = manifest_path(tree, version)
     if not path.is_file():
         raise PatchError(f"no recorded base for {tree} {version} ({path})",
                          hint="the series directory is incomplete; reinstall it")
-    return _load_cached(path)
+    return _parse(path, path.stat().st_mtime)
+
+
+def load(tree: str, version: str) -> dict[str, str]:
+    """Return {relpath: blob hash} of the base."""
+    return {rel: digest for rel, (_, digest) in load_entries(tree, version).items()}
 
 
 def skipped(rel: str) -> bool:
     parts = rel.split("/")
     if any(fnmatch.fnmatch(p, pat) for p in parts[:-1] for pat in SKIP_DIRS):
         return True
-    if rel.startswith(SKIP_TOP):
+    if rel.startswith(SKIP_TOP) or rel in SKIP_GENERATED:
         return True
     return any(fnmatch.fnmatch(parts[-1], pat) for pat in SKIP_FILES)
 
@@ -70,23 +110,27 @@ def walk(tree: Path) -> Iterator[str]:
     for root, dirs, files in os.walk(tree):
         rel_root = os.path.relpath(root, tree)
         prefix = "" if rel_root == "." else f"{rel_root}/"
+        # A symlink to a directory is one tracked entry in git, not a subtree.
+        files += [d for d in dirs if os.path.islink(os.path.join(root, d))]
         dirs[:] = sorted(d for d in dirs
                          if not any(fnmatch.fnmatch(d, p) for p in SKIP_DIRS)
-                         and not f"{prefix}{d}/".startswith(SKIP_TOP))
+                         and not f"{prefix}{d}/".startswith(SKIP_TOP)
+                         and not os.path.islink(os.path.join(root, d)))
         for name in sorted(files):
-            rel = name if rel_root == "." else f"{rel_root}/{name}"
+            rel = f"{prefix}{name}"
             if not skipped(rel):
                 yield rel
 
 
 def record(tree: Path) -> str:
-    """Render the manifest of `tree` in sha256sum format."""
-    return "".join(f"{sha256(tree / rel)}  {rel}\n" for rel in walk(tree))
+    """Render the manifest of `tree` in `git ls-tree -r` format."""
+    return "".join(f"{mode(tree / rel)} blob {blob(tree / rel)}\t{rel}\n"
+                   for rel in sorted(walk(tree)))
 
 
 def differing(tree: Path, manifest: dict[str, str], paths: list[str]) -> list[str]:
     """The paths whose content is not the base's (absent counts as absent)."""
-    return [rel for rel in paths if sha256(tree / rel) != manifest.get(rel)]
+    return [rel for rel in paths if blob(tree / rel) != manifest.get(rel)]
 
 
 def sample_mismatches(tree: Path, manifest: dict[str, str]) -> int:

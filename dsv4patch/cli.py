@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from dsv4patch import __version__, bases, hooks, render, signals
+from dsv4patch import __version__, hooks, render, signals
 from dsv4patch import apply as apply_mod
 from dsv4patch import check as check_mod
 from dsv4patch import drift as drift_mod
@@ -217,12 +217,17 @@ def probe(url: str, model: str, api_key: str | None, timeout: float,
                          f"{', '.join(failed)}", hint="the table above shows why")
 
 
-@cli.command("record-base", hidden=True)
-@click.argument("tree", type=TREE_PATH)
-@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
-def record_base(tree: Path, output: Path) -> None:
-    """Write the sha256 manifest of a pristine tree (for patches/bases/)."""
-    output.write_text(bases.record(tree))
+@cli.command("record-profiles", hidden=True)
+@click.option("--vllm", type=TREE_PATH, required=True, help="Pristine vLLM tree.")
+@click.option("--vllm-ascend", "vllm_ascend", type=TREE_PATH, required=True,
+              help="Pristine vllm-ascend tree.")
+def record_profiles(vllm: Path, vllm_ascend: Path) -> None:
+    """Regenerate patches/bases/*.gitblob and patches/profiles/*.toml from the
+    pristine trees of the series' bases."""
+    from dsv4patch import profiles
+
+    for path in profiles.record(series_mod.load(), vllm, vllm_ascend):
+        click.echo(f"wrote {path}")
 
 
 def _version(ctx: click.Context, value: bool) -> None:

@@ -1,6 +1,6 @@
 """`drift`: every tracked file against the recorded base, like `rpm -V`.
 
-Codes: `5` content differs (rpm's digest column), `missing`, and `extra`
+Codes: `5` content differs (rpm's digest column), `missing`, and `added`
 (present but not in the base). Files the journal records as patched count as expected.
 Differences in files the series touches block an apply; others only warn.
 """
@@ -71,10 +71,10 @@ def _tree(series: Series, tree: Tree) -> TreeDrift:
     present = set(bases.walk(tree.path))
     for rel in sorted(present | set(manifest) | set(patched)):
         result.checked += 1
-        current = sha256(tree.path / rel) if rel in present else None
-        if rel in patched and current == patched[rel]:
+        if rel in patched and sha256(tree.path / rel) == patched[rel]:
             result.expected_patched += 1
             continue
+        current = bases.blob(tree.path / rel) if rel in present else None
         code = _code(current, manifest.get(rel))
         if code:
             result.differences.append(Difference(rel, code, rel in footprint))
@@ -85,5 +85,5 @@ def _code(current: str | None, expected: str | None) -> str | None:
     if current is None:
         return "missing"
     if expected is None:
-        return "extra"
+        return "added"
     return "5" if current != expected else None

@@ -33,13 +33,15 @@ def rebuild_journal(series: Series, tree: Tree, state: str,
                     f"{patch.file} does not reverse cleanly in {tree.label}",
                     hint="the files do not hold the patched content; restore them "
                     "from a pristine tree (`dsv4patch drift` lists them)")
-        wrong = [rel for rel in footprint if stage.hash(rel) != manifest.get(rel)]
+        wrong = [rel for rel in footprint
+                 if bases.blob(stage.root / rel) != manifest.get(rel)]
         if wrong:
             raise PatchError(f"reversing the series in {tree.label} does not give "
                              f"the originals of {', '.join(wrong[:3])}",
                              hint="restore these files from a pristine tree")
 
-        records = [FileRecord(rel, manifest.get(rel), sha256(tree.path / rel))
+        # The manifest holds git blob hashes; the journal keeps sha256s.
+        records = [FileRecord(rel, stage.hash(rel), sha256(tree.path / rel))
                    for rel in footprint]
         journal = Journal(tree.name, series.version, series.digest,
                           {p.file: p.sha256 for p in series.for_tree(tree.name)},

@@ -97,7 +97,7 @@ def _from_files(series: Series, tree: Tree, status: TreeStatus) -> None:
     except PatchError:
         manifest = {}
     for rel in series.footprint(tree.name):
-        current = sha256(tree.path / rel)
+        current = bases.blob(tree.path / rel)
         status.files[rel] = ("absent" if current is None else
                              ORIGINAL if current == manifest.get(rel) else
                              f"differs from {tree.name} {base}")

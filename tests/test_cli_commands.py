@@ -136,7 +136,7 @@ def test_drift_reports_against_the_recorded_base(tmp_path: Path,
     assert result.returncode == 0, result.stderr  # only non-blocking drift
     vllm, ascend = json.loads(result.stdout)["trees"]
     assert {(d["path"], d["code"]) for d in vllm["differences"]} == {
-        ("README.md", "5"), ("vllm/extra_module.py", "extra")}
+        ("README.md", "5"), ("vllm/extra_module.py", "added")}
     assert vllm["expected_patched"] == len(
         json.loads((trees.vllm / ".dsv4patch/journal.json").read_text())["files"])
     assert [(d["path"], d["code"]) for d in ascend["differences"]] == \
@@ -296,7 +296,8 @@ def test_wheel_carries_the_series(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("dsv4patch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "dsv4patch/patches/series.toml" in names
-    assert "dsv4patch/patches/bases/vllm-0.13.0.sha256" in names
+    assert "dsv4patch/patches/bases/vllm-0.13.0.gitblob" in names
+    assert "dsv4patch/patches/profiles/v0.13.0rc3-a3.toml" in names
     for entry in cli.real_entries()[0]:
         assert f"dsv4patch/patches/{entry['file']}" in names
 

@@ -94,8 +94,8 @@ def test_the_repository_series_loads_and_verifies() -> None:
         assert text.startswith("Description: ") and "\nOrigin: " in text
         assert "\nLast-Update: " in text and "\n---\n" in text
         assert patch.paths and patch.sha256 == hashlib.sha256(patch.data).hexdigest()
-    assert (cli.REAL_SERIES / "bases" / "vllm-0.13.0.sha256").is_file()
-    assert (cli.REAL_SERIES / "bases" / "vllm-ascend-0.13.0rc3.sha256").is_file()
+    assert (cli.REAL_SERIES / "bases" / "vllm-0.13.0.gitblob").is_file()
+    assert (cli.REAL_SERIES / "bases" / "vllm-ascend-0.13.0rc3.gitblob").is_file()
 
 
 def test_series_location_follows_the_environment(
@@ -127,5 +127,5 @@ def test_base_manifests_match_the_pristine_trees() -> None:
     from dsv4patch import bases
 
     for tree, version in (("vllm", "0.13.0"), ("vllm-ascend", "0.13.0rc3")):
-        recorded = (cli.REAL_SERIES / "bases" / f"{tree}-{version}.sha256").read_text()
+        recorded = (cli.REAL_SERIES / "bases" / f"{tree}-{version}.gitblob").read_text()
         assert bases.record(cli.trees.pristine_tree(tree)) == recorded

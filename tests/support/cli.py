@@ -101,6 +101,7 @@ def write_series(dest: Path, entries: list[dict[str, str]],
     """A series directory: the real bases, the given patches and a manifest."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REAL_SERIES / "bases", dest / "bases")
+    shutil.copytree(REAL_SERIES / "profiles", dest / "profiles")
     lines = ['version = "0.0.0-test"']
     real = (REAL_SERIES / "series.toml").read_text()
     lines.append(real[real.index("[base.vllm]"):real.index("[[patch]]")]
