@@ -16,6 +16,7 @@ from dsv4patch.files import (
     bytecode_of,
     copy_durable,
     install,
+    prune_empty_dirs,
     remove_bytecode,
     sha256,
     writable_problem,
@@ -303,7 +304,10 @@ def _replace_files(plan: Plan) -> None:
     for number, record in enumerate(plan.moves):
         target = plan.tree.path / record.path
         if record.after is None:
-            target.unlink()
+            # An upgrade removes what only the old series added, and the
+            # directories that held nothing else.
+            target.unlink(missing_ok=True)
+            prune_empty_dirs(plan.tree.path, record.path)
         else:
             install(plan.stage.root / record.path, target)
         if sha256(target) != record.after:

@@ -15,6 +15,7 @@ bytes, is refused: both would silently replace what an operator chose to apply.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -250,6 +251,25 @@ def roll_back(tree: Path, guard_journal: Journal, previous: Journal) -> None:
     tidy(tree, previous)
 
 
+def _target_digest(tree: Path) -> str | None:
+    """The digest of the series the guard was upgrading to; None without one."""
+    try:
+        digest = json.loads(journal_path(tree).read_text())["series_digest"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise journal_mod.JournalDamaged(
+            f"the upgrade journal {journal_path(tree)} is damaged "
+            f"({type(exc).__name__})",
+            hint="the tree's own journal and its backups under "
+            f"{journal_mod.workdir(tree)} still describe the old series") from exc
+    if not isinstance(digest, str):
+        raise journal_mod.JournalDamaged(
+            f"the upgrade journal {journal_path(tree)} is damaged",
+            hint="see `dsv4patch status`")
+    return digest
+
+
 def pending(tree: Path) -> bool:
     return workdir(tree).exists()
 
@@ -269,17 +289,23 @@ def recover(tree: Tree, footprint: list[str]) -> str | None:
             f"{journal_mod.path(tree.path)} is missing",
             hint="restore the files from the backups under "
             f"{journal_mod.workdir(tree.path)} by hand")
-    guard_journal = journal_mod.read_file(journal_path(tree.path), tree.path,
-                                          footprint,
-                                          also=tuple(r.path for r in main.files))
-    if guard_journal is None:
+    target = _target_digest(tree.path)
+    if target is None:
         # Stopped before the guard was written: no file had changed yet.
         shutil.rmtree(workdir(tree.path), ignore_errors=True)
         tidy(tree.path, main)
         return "removed the leftovers of an upgrade stopped before it began"
-    if main.series_digest == guard_journal.series_digest:
+    if main.series_digest == target:
+        # Past the switch only directories are removed, so the guard's file
+        # list (which names files of a journal already replaced) is not needed.
         finish(tree.path, main)
         return f"finished the upgrade to series {main.series_version}"
+    guard_journal = journal_mod.read_file(journal_path(tree.path), tree.path,
+                                          footprint,
+                                          also=tuple(r.path for r in main.files))
+    if guard_journal is None:
+        raise journal_mod.JournalDamaged(f"{journal_path(tree.path)} vanished "
+                                         "while it was read", hint="rerun")
     roll_back(tree.path, guard_journal, main)
     return (f"rolled back an interrupted upgrade to series "
             f"{guard_journal.series_version}; series {main.series_version} "
