@@ -8,6 +8,7 @@ error (traceback in a log file), 130 interrupted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ _output = {"json": False, "emitted": False}
 # Not checked here: trees.resolve() refuses a missing tree or a file with exit 1,
 # the same whether the path came from an option or the environment.
 TREE_PATH = click.Path(path_type=Path)
+ROOT_KEY = "dsv4patch.root"
 
 
 def common(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,12 +54,35 @@ def common(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def trees(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("--vllm-ascend", "vllm_ascend", type=TREE_PATH,
-                           help="vllm-ascend tree [$DSV4PATCH_VLLM_ASCEND, "
-                           "/vllm-workspace/vllm-ascend]")(command)
+    """--vllm, --vllm-ascend and --root; the command sees only the two trees."""
+
+    @functools.wraps(command)
+    def with_root(*args: Any, root: Path | None, **kwargs: Any) -> Any:
+        # --root beats the environment; an explicit tree option beats --root.
+        click.get_current_context().meta[ROOT_KEY] = root
+        if root is not None:
+            for key, name in (("vllm", "vllm"), ("vllm_ascend", "vllm-ascend")):
+                kwargs[key] = kwargs[key] or root / "vllm-workspace" / name
+        return command(*args, **kwargs)
+
+    wrapped = click.option(
+        "--root", type=click.Path(path_type=Path, file_okay=False),
+        help="Inspect the image filesystem mounted here: trees default to "
+        "ROOT/vllm-workspace/*, status reads the environment under it [/]")(with_root)
+    wrapped = click.option("--vllm-ascend", "vllm_ascend", type=TREE_PATH,
+                           help="vllm-ascend tree [ROOT/vllm-workspace/vllm-ascend, "
+                           "$DSV4PATCH_VLLM_ASCEND, /vllm-workspace/vllm-ascend]"
+                           )(wrapped)
     return click.option(
         "--vllm", type=TREE_PATH,
-        help="vLLM tree [$DSV4PATCH_VLLM, /vllm-workspace/vllm]")(command)
+        help="vLLM tree [ROOT/vllm-workspace/vllm, $DSV4PATCH_VLLM, "
+        "/vllm-workspace/vllm]")(wrapped)
+
+
+def given_root() -> Path:
+    """The --root of the running command, `/` without one."""
+    root = click.get_current_context().meta.get(ROOT_KEY)
+    return Path(root).absolute() if root else Path("/")
 
 
 def dry_run(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -156,7 +181,8 @@ def status(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
            quiet: bool | None, as_json: bool) -> None:
     """Show each patch and file: applied, not applied, partly, edited."""
     setup(verbose, quiet, as_json)
-    report = status_mod.run(series_mod.load(), _given(vllm, vllm_ascend))
+    report = status_mod.run(series_mod.load(), _given(vllm, vllm_ascend),
+                            given_root())
     emit(report, as_json, render.status_text)
 
 

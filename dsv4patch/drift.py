@@ -1,8 +1,10 @@
-"""`drift`: every tracked file against the recorded base, like `rpm -V`.
+"""Drift: every tracked file against the recorded base, in the manner of `rpm -V`.
 
-Codes: `5` content differs (rpm's digest column), `missing`, and `added`
-(present but not in the base). Files the journal records as patched count as expected.
-Differences in files the series touches block an apply; others only warn.
+Codes: `5` content differs (rpm's digest column), `M` mode differs (`5M` both),
+`missing`, and `added` (present but not in the base). Build residue never counts
+(bases.skipped). The series' own changes, recorded in the journal or found
+applied, are listed apart from foreign ones. A foreign difference in a file the
+series touches blocks an apply; others only warn.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, lock, variants
+from dsv4patch import bases, check, lock, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.files import sha256
 from dsv4patch.journal import APPLIED
 from dsv4patch.series import Series
+from dsv4patch.stage import APPLIED as PATCH_APPLIED
 from dsv4patch.trees import Tree, resolve
 
 
@@ -34,6 +37,8 @@ class TreeDrift:
     checked: int = 0
     expected_patched: int = 0
     differences: list[Difference] = field(default_factory=list)
+    # Differences that are this series' own changes, kept apart.
+    series_changes: list[Difference] = field(default_factory=list)
 
 
 @dataclass
@@ -53,37 +58,67 @@ def run(series: Series, given: dict[str, Path | None]) -> DriftReport:
             continue
         tree = resolve(name, given[name])
         with lock.locked([tree.path], shared=True):
-            report.trees.append(_tree(series, tree))
+            report.trees.append(compare(series, tree))
     return report
 
 
-def _tree(series: Series, tree: Tree) -> TreeDrift:
-    name = tree.name
-    version = series.bases[name]["version"]
-    manifest = bases.load(name, version)
-    footprint = set(series.footprint(name))
-    journal = journal_mod.read(tree.path, series.footprint(tree.name))
-    patched = {r.path: r.after for r in journal.files} \
-        if journal is not None and journal.state == APPLIED else {}
-    result = TreeDrift(name, str(tree.path), f"{name} {version}",
-                       variants.consistent(name))
+def scan(tree: Path) -> dict[str, str]:
+    """{relpath: blob hash} of every file in `tree` that is not residue."""
+    return {rel: bases.blob(tree / rel) or "" for rel in bases.walk(tree)}
 
-    present = set(bases.walk(tree.path))
-    for rel in sorted(present | set(manifest) | set(patched)):
+
+def compare(series: Series, tree: Tree, found: dict[str, str] | None = None
+            ) -> TreeDrift:
+    """The drift of one tree; `found` is its scan() when the caller has one."""
+    version = series.bases[tree.name]["version"]
+    entries = bases.load_entries(tree.name, version)
+    footprint = series.footprint(tree.name)
+    found = scan(tree.path) if found is None else found
+    result = TreeDrift(tree.name, str(tree.path), f"{tree.name} {version}",
+                       variants.consistent(tree.name))
+
+    codes = {}
+    for rel in sorted(set(found) | set(entries)):
         result.checked += 1
-        if rel in patched and sha256(tree.path / rel) == patched[rel]:
-            result.expected_patched += 1
-            continue
-        current = bases.blob(tree.path / rel) if rel in present else None
-        code = _code(current, manifest.get(rel))
+        code = _code(tree.path / rel, found.get(rel), entries.get(rel))
         if code:
+            codes[rel] = code
+    ours = series_files(series, tree, [r for r in footprint if r in codes])
+    for rel, code in codes.items():
+        if rel in ours:
+            result.series_changes.append(Difference(rel, code, False))
+        else:
             result.differences.append(Difference(rel, code, rel in footprint))
+    result.expected_patched = len(result.series_changes)
     return result
 
 
-def _code(current: str | None, expected: str | None) -> str | None:
+def series_files(series: Series, tree: Tree, changed: list[str]) -> set[str]:
+    """Which of the `changed` footprint files hold this series' own content: the
+    journal's recorded result, or, without a journal, a patch found applied."""
+    if not changed:
+        return set()
+    try:
+        journal = journal_mod.read(tree.path, series.footprint(tree.name))
+    except journal_mod.JournalDamaged:
+        journal = None
+    if journal is not None:
+        if journal.state != APPLIED:
+            return set()
+        return {r.path for r in journal.files
+                if r.path in changed and sha256(tree.path / r.path) == r.after}
+    applied = {o.patch for o in check.classify(series, tree)
+               if o.state == PATCH_APPLIED}
+    return {rel for patch in series.for_tree(tree.name) if patch.file in applied
+            for rel in patch.paths if rel in changed}
+
+
+def _code(path: Path, current: str | None, expected: tuple[str, str] | None
+          ) -> str | None:
     if current is None:
         return "missing"
     if expected is None:
         return "added"
-    return "5" if current != expected else None
+    content = "5" if current != expected[1] else ""
+    mode = "M" if bases.mode(path) != expected[0] else ""
+    return content + mode or None

@@ -8,10 +8,14 @@ from typing import Any
 
 from dsv4patch.apply import ApplyReport
 from dsv4patch.check import CheckReport
-from dsv4patch.drift import DriftReport
+from dsv4patch.drift import DriftReport, TreeDrift
+from dsv4patch.identify import Identification
 from dsv4patch.revert import RevertReport
 from dsv4patch.status import StatusReport
 from dsv4patch.verify import VerifyReport
+
+# More foreign differences than this and the text lists only the first ones.
+DRIFT_SHOWN = 200
 
 
 def apply_text(report: ApplyReport) -> str:
@@ -63,14 +67,59 @@ def status_text(report: StatusReport) -> str:
         applied = f", series {tree.applied_series}" if tree.applied_series else ""
         lines.append(f"{tree.name} ({tree.path}): {tree.state}{applied} "
                      f"[journal: {tree.journal}; {tree.shape}]")
-        if tree.variants:
-            lines.append(f"  consistent with: {', '.join(tree.variants)}")
+        if tree.native:
+            lines.append(f"  not needed: {tree.native}")
         if tree.note:
             lines.append(f"  note: {tree.note}")
         lines += [f"  patch {name}: {state}" for name, state in tree.patches.items()]
         lines += [f"    {rel}: {state}" for rel, state in tree.files.items()]
+    if report.image is not None:
+        lines += image_text(report.image, report.root)
+    for tree in report.trees:
+        if tree.drift is not None:
+            lines += _drift_lines(tree.drift)
+    if not report.series_needed:
+        lines.append("series: not needed, these trees support DeepSeek-V4 "
+                     "themselves (see above); apply refuses")
     lines.append(f"series in this release: {report.series_version}")
     return "\n".join(lines)
+
+
+def image_text(image: Identification, root: str) -> list[str]:
+    """The matched image with its evidence, and the runner-up."""
+    lines = [f"image (root {root}): {image.image} [{image.confidence}: "
+             f"{image.reason}]"]
+    if image.best is not None:
+        lines.append(f"  evidence for {image.best.profile}:")
+        width = max(len(e.item) for e in image.best.evidence)
+        for e in image.best.evidence:
+            found = f" (found {e.found})" if e.found and e.verdict != "matched" else (
+                f" ({e.found})" if e.found and e.item.endswith("tree") else "")
+            lines.append(f"    {e.item:<{width}}  {e.verdict:<8} {e.expected}{found}")
+    if image.runner_up is not None:
+        other = image.runner_up
+        differs = [e.item for e in other.evidence if e.verdict == "differs"]
+        lines.append(f"  runner-up: {other.profile} (score {other.score}, best "
+                     f"{image.best.score if image.best else 0}; differs: "
+                     f"{', '.join(differs) or 'nothing'})")
+    return lines
+
+
+def _drift_lines(tree: TreeDrift) -> list[str]:
+    lines = [f"drift of {tree.name} against {tree.base}: {tree.checked} files "
+             f"checked, {len(tree.series_changes)} changed by this series, "
+             f"{len(tree.differences)} foreign"]
+    shown = tree.differences[:DRIFT_SHOWN]
+    for diff in shown:
+        mark = "BLOCKING" if diff.blocking else "warning"
+        lines.append(f"  {diff.code:<8} {mark:<8} {diff.path}")
+    if len(tree.differences) > len(shown):
+        lines.append(f"  ... {len(tree.differences) - len(shown)} more "
+                     "(--json lists all)")
+    if tree.series_changes:
+        lines.append("  this series' own changes:")
+        lines += [f"  {d.code:<8} series   {d.path}" for d in tree.series_changes]
+    return lines
 
 
 def drift_text(report: DriftReport) -> str:

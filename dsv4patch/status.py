@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, check, known, lock, upgrade, variants
+from dsv4patch import bases, check, fingerprint, identify, known, lock, native, upgrade
+from dsv4patch import drift as drift_mod
+from dsv4patch import variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
+from dsv4patch.drift import TreeDrift
 from dsv4patch.files import sha256
+from dsv4patch.fingerprint import Fingerprint
+from dsv4patch.identify import Identification
 from dsv4patch.journal import APPLIED, Journal
 from dsv4patch.series import Series
 from dsv4patch.stage import APPLIES, PARTLY
@@ -30,30 +35,53 @@ class TreeStatus:
     note: str = ""
     patches: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    # Why the series is not needed here, when the tree supports DeepSeek-V4 itself.
+    native: str = ""
+    # The drift report: every file that differs from the base, rpm -V style.
+    drift: TreeDrift | None = None
 
 
 @dataclass
 class StatusReport:
     series_version: str
     trees: list[TreeStatus] = field(default_factory=list)
+    root: str = "/"
+    environment: Fingerprint | None = None
+    image: Identification | None = None
+    series_needed: bool = True
 
 
-def run(series: Series, given: dict[str, Path | None]) -> StatusReport:
-    """Describe each tree; raise PatchError only when a tree cannot be found."""
-    report = StatusReport(series.version)
+def run(series: Series, given: dict[str, Path | None],
+        root: Path = Path("/")) -> StatusReport:
+    """Describe each tree and the image it matches; raise PatchError only when a
+    tree cannot be found."""
+    report = StatusReport(series.version, root=str(root))
+    scans: dict[str, dict[str, str] | None] = {}
+    ascend: Path | None = None
     for name in [n for n in given if series.for_tree(n)]:
         tree = resolve(name, given[name])
+        ascend = tree.path if name == "vllm-ascend" else ascend
         # Shared with other readers; a live apply or revert is waited for, so
         # its journal is never mistaken for an interrupted one.
         with lock.locked([tree.path], shared=True):
-            report.trees.append(_tree(series, tree))
+            scans[name] = drift_mod.scan(tree.path)
+            report.trees.append(_tree(series, tree, scans[name]))
+    report.environment = fingerprint.read(root, ascend)
+    report.image = identify.run(report.environment, scans)
+    report.series_needed = not any(t.native for t in report.trees)
     return report
 
 
-def _tree(series: Series, tree: Tree) -> TreeStatus:
+def _tree(series: Series, tree: Tree, scan: dict[str, str]) -> TreeStatus:
     status = TreeStatus(tree.name, str(tree.path), shape=tree.shape,
                         versions=tree.versions,
                         variants=variants.consistent(tree.name))
+    found = native.detect(tree, series)
+    if found is not None:
+        # Another release: a file-by-file list against 0.13.0 would say nothing.
+        status.state, status.native = "not needed", found.reason
+        return status
+    status.drift = drift_mod.compare(series, tree, scan)
     try:
         journal = journal_mod.read(tree.path, series.footprint(tree.name))
     except journal_mod.JournalDamaged as exc:

@@ -100,7 +100,13 @@ def _installed_version(package: str, path: Path) -> str | None:
 
 
 def check_base(tree: Tree, base_version: str, footprint: list[str]) -> None:
-    """Refuse a tree at another version, or with local edits in touched files."""
+    """Refuse a tree that supports DeepSeek-V4 natively, one at another version,
+    or one with local edits in touched files."""
+    from dsv4patch import native  # native reads Tree from this module
+
+    # First: a later release also fails the version test below, but "not needed"
+    # is the reason that helps the operator.
+    native.refuse(tree)
     # Several tags may point at HEAD (", "-joined); one naming the base is enough.
     others = {k: v for k, v in tree.versions.items()
               if base_version not in [c.split("+")[0] for c in v.split(", ")]}

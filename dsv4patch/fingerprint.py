@@ -1,0 +1,172 @@
+"""The environment of a system, or of an image filesystem mounted at a root.
+
+What is read, all relative to the root (default `/`):
+- `etc/os-release` (else `usr/lib/os-release`): `ID` and `VERSION_ID`;
+- the CANN version: `usr/local/Ascend/ascend-toolkit/latest/<arch>-linux/
+  ascend_toolkit_install.info` (`version=`), else `latest/version.cfg`
+  (`version=` or the first `[x.y.z...]` of `toolkit_running_version`);
+- the SoC family: `$SOC_VERSION` when the root is `/` (the images set it), else
+  the `__device_type__` that vllm-ascend's setup.py writes to
+  `vllm_ascend/_build_info.py` in the tree it installed;
+- Python and package versions: the `*.dist-info/METADATA` and
+  `*.egg-info/PKG-INFO` files of the root's site-packages directories (for `/`
+  also the running interpreter's).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dsv4patch.profiles import normalize, soc_family
+
+SITE_PACKAGES = (
+    "usr/local/python3*/lib/python3*/site-packages",
+    "usr/local/lib/python3*/site-packages",
+    "usr/local/lib/python3*/dist-packages",
+    "usr/lib/python3*/site-packages",
+    "usr/lib64/python3*/site-packages",
+    "usr/lib/python3/dist-packages",
+    "opt/*/lib/python3*/site-packages",
+)
+TOOLKIT = "usr/local/Ascend/ascend-toolkit/latest"
+BUILD_INFO = "vllm_ascend/_build_info.py"
+_PYTHON_DIR = re.compile(r"python(3\.\d+)")
+_DEVICE_TYPE = re.compile(r"""^__device_type__\s*=\s*['"]_?(\w+)['"]""", re.M)
+_RUNNING_VERSION = re.compile(r"\[(\d[\w.]*)")
+
+
+@dataclass
+class Fingerprint:
+    root: str
+    os_id: str | None = None
+    os_version: str | None = None
+    cann: str | None = None
+    soc: str | None = None
+    python: str | None = None
+    packages: dict[str, str] = field(default_factory=dict)
+    # Where each value came from, for the report.
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def read(root: Path, ascend_tree: Path | None = None) -> Fingerprint:
+    """Read what the root tells about itself; anything absent stays None."""
+    found = Fingerprint(str(root))
+    _os_release(root, found)
+    _cann(root, found)
+    _soc(root, ascend_tree, found)
+    _python_and_packages(root, found)
+    return found
+
+
+def is_host(root: Path) -> bool:
+    return root.resolve() == Path("/")
+
+
+def _os_release(root: Path, found: Fingerprint) -> None:
+    for rel in ("etc/os-release", "usr/lib/os-release"):
+        values = _key_values(root / rel)
+        if values:
+            found.os_id = values.get("ID", "").lower() or None
+            found.os_version = values.get("VERSION_ID") or None
+            found.sources["os"] = f"/{rel}"
+            return
+
+
+def _cann(root: Path, found: Fingerprint) -> None:
+    toolkit = root / TOOLKIT
+    for info in sorted(toolkit.glob("*-linux/ascend_toolkit_install.info")):
+        version = _key_values(info).get("version")
+        if version:
+            found.cann = version
+            found.sources["cann"] = "/" + str(info.relative_to(root))
+            return
+    values = _key_values(toolkit / "version.cfg")
+    version = values.get("version")
+    if not version:
+        match = _RUNNING_VERSION.search(values.get("toolkit_running_version", ""))
+        version = match[1] if match else None
+    if version:
+        found.cann = version
+        found.sources["cann"] = f"/{TOOLKIT}/version.cfg"
+
+
+def _soc(root: Path, ascend_tree: Path | None, found: Fingerprint) -> None:
+    env = os.environ.get("SOC_VERSION", "")
+    if is_host(root) and env:
+        found.soc = soc_family(env)
+        found.sources["soc"] = f"$SOC_VERSION={env}"
+        return
+    trees = [ascend_tree] if ascend_tree else []
+    trees.append(root / "vllm-workspace" / "vllm-ascend")
+    for tree in trees:
+        try:
+            text = (tree / BUILD_INFO).read_text()
+        except OSError:
+            continue
+        match = _DEVICE_TYPE.search(text)
+        if match:
+            found.soc = match[1].upper()
+            found.sources["soc"] = str(tree / BUILD_INFO)
+            return
+
+
+def site_dirs(root: Path) -> list[Path]:
+    """The site-packages directories under `root`, the interpreter's for `/`."""
+    dirs = [d for pattern in SITE_PACKAGES for d in sorted(root.glob(pattern))
+            if d.is_dir()]
+    if is_host(root):
+        dirs.insert(0, Path(sysconfig.get_paths()["purelib"]))
+    return list(dict.fromkeys(dirs))
+
+
+def _python_and_packages(root: Path, found: Fingerprint) -> None:
+    if is_host(root):
+        found.python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        found.sources["python"] = sys.executable
+    for directory in site_dirs(root):
+        for meta in sorted([*directory.glob("*.dist-info/METADATA"),
+                            *directory.glob("*.egg-info/PKG-INFO")]):
+            values = _headers(meta)
+            name, version = values.get("name"), values.get("version")
+            if name and version:
+                found.packages.setdefault(normalize(name), version)
+        if found.python is None:
+            match = _PYTHON_DIR.search(str(directory))
+            if match:
+                found.python = match[1]
+                found.sources["python"] = str(directory)
+
+
+def _key_values(path: Path) -> dict[str, str]:
+    """KEY=value lines, quotes stripped (os-release and the CANN info files)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _headers(path: Path) -> dict[str, str]:
+    """The Name and Version headers of a METADATA or PKG-INFO file."""
+    values: dict[str, str] = {}
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the body starts; headers are done
+                key, sep, value = line.partition(":")
+                if sep and key.lower() in ("name", "version"):
+                    values.setdefault(key.lower(), value.strip())
+    except OSError:
+        pass
+    return values
