@@ -1,0 +1,170 @@
+"""`dsv4patch verify` on trees patched by `dsv4patch apply`, whole and damaged.
+
+Each verify run starts the target Python three or four times and imports the
+patched vLLM serving modules (~20 s here), so the damage cases share one run
+per damaged copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import cli
+
+TOOL_PARSER = "vllm/tool_parsers/deepseekv4_tool_parser.py"
+VALUES = "vllm/tool_parsers/deepseekv4_values.py"
+
+
+@pytest.fixture(scope="module")
+def patched(tmp_path_factory: pytest.TempPathFactory) -> cli.Trees:
+    trees = cli.make_trees("plain", tmp_path_factory.mktemp("verify"))
+    done = cli.run("-q", "apply", *trees.args)
+    assert done.returncode == 0, done.stderr
+    return trees
+
+
+def copy_of(trees: cli.Trees, dest: Path) -> cli.Trees:
+    """A second patched pair, journal included, to damage."""
+    copy = cli.Trees(dest / "vllm", dest / "vllm-ascend")
+    shutil.copytree(trees.vllm, copy.vllm, symlinks=True)
+    shutil.copytree(trees.ascend, copy.ascend, symlinks=True)
+    return copy
+
+
+def verify(trees: cli.Trees, *extra: str) -> tuple[int, dict, str]:
+    done = cli.run("verify", *trees.args, "--json", *extra)
+    report = json.loads(done.stdout)
+    return done.returncode, report, done.stderr
+
+
+def checks(report: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in report["checks"]}
+
+
+def test_passes_on_a_patched_tree(patched: cli.Trees) -> None:
+    before = patched.digests()
+    code, report, stderr = verify(patched)
+
+    assert code == 0, stderr
+    assert report["state"] == "verified"
+    assert report["python"] == sys.executable
+    rows = checks(report)
+    for name in ("vllm journal", "vllm hashes", "vllm leftovers", "vllm-ascend journal",
+                 "compile", "import", "golden"):
+        assert rows[name]["state"] == "pass", rows[name]
+    assert "21 patched vLLM modules import" in rows["import"]["detail"]
+    assert "text and token ids" in rows["golden"]["detail"]
+    assert "whole and streamed" in rows["golden"]["detail"]
+    # No Ascend stack here: the plugin is skipped with the reason, not failed.
+    assert rows["vllm-ascend plugin"]["state"] == "skip"
+    assert "torch_npu is not installed" in rows["vllm-ascend plugin"]["detail"]
+    # vllm-ascend reassigns ModelConfig.is_deepseek_mla; patch 0001 edits that module.
+    assert rows["runtime overrides"]["state"] == "warn"
+    assert any("vllm.config.model" in p and "patch_model_config.py" in p
+               for p in rows["runtime overrides"]["problems"])
+    # Verify reads only: no bytecode, no scratch files left in the trees.
+    assert patched.digests() == before
+
+
+def test_text_report_has_one_line_per_check(tmp_path: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    done = cli.run("verify", *trees.args)
+
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("FAIL  vllm journal ")
+    assert "is not patched" in lines[0]
+    assert lines[-2].startswith("SKIP  code ")
+    assert lines[-1].endswith(": failed")
+    assert done.stderr.startswith("Error: 2 of 3 checks failed: vllm journal, "
+                                  "vllm-ascend journal")
+
+
+def test_syntax_error_names_the_file_and_module(patched: cli.Trees,
+                                               tmp_path: Path) -> None:
+    trees = copy_of(patched, tmp_path)
+    with open(trees.vllm / VALUES, "a") as f:
+        f.write("\ndef broken(:\n    pass\n")
+    code, report, stderr = verify(trees)
+
+    assert code == 1
+    rows = checks(report)
+    assert rows["vllm hashes"]["problems"] == [VALUES]
+    assert rows["compile"]["state"] == "fail"
+    assert f"{trees.vllm / VALUES}: SyntaxError" in rows["compile"]["detail"]
+    assert "vllm.tool_parsers.deepseekv4_values" in rows["import"]["detail"]
+    assert rows["import"]["state"] == "fail"
+    assert "Error: " in stderr and "compile" in stderr and "import" in stderr
+
+
+def test_semantic_break_and_merge_debris(patched: cli.Trees,
+                                                tmp_path: Path) -> None:
+    # The tool parser would escape non-ASCII arguments: still compiles and imports.
+    trees = copy_of(patched, tmp_path)
+    source = trees.vllm / TOOL_PARSER
+    text = source.read_text()
+    good = "json.dumps(event[2], ensure_ascii=False)"
+    assert good in text
+    source.write_text(text.replace(good, "json.dumps(event[2], ensure_ascii=True)"))
+    # Merge debris too; it breaks no code here, only the file checks see it.
+    doc = "docs/source/tutorials/DeepSeek-V4.md"
+    with open(trees.ascend / doc, "a") as f:
+        f.write("<<<<<<< ours\nserve\n=======\nserve --flag\n>>>>>>> theirs\n")
+    (trees.vllm / (TOOL_PARSER + ".rej")).write_text("@@ rejected hunk\n")
+    code, report, _ = verify(trees)
+
+    assert code == 1
+    rows = checks(report)
+    assert rows["compile"]["state"] == rows["import"]["state"] == "pass"
+    assert rows["golden"]["state"] == "fail"
+    [problem] = rows["golden"]["problems"]
+    assert problem.startswith("parsers out9_thinking_unicode_and_empty_invoke: "
+                              "vllm.tool_parsers.deepseekv4_tool_parser (whole)")
+    assert rows["vllm hashes"]["problems"] == [TOOL_PARSER]
+    assert rows["vllm leftovers"]["problems"] == [f"{TOOL_PARSER}.rej: stray file"]
+    [marker] = rows["vllm-ascend leftovers"]["problems"]
+    assert marker.startswith(f"{doc}:") and marker.endswith(": conflict marker")
+    assert rows["vllm-ascend hashes"]["problems"] == [doc]
+
+
+def test_fails_on_an_unpatched_tree(tmp_path: Path) -> None:
+    trees = cli.make_trees("plain", tmp_path)
+    code, report, stderr = verify(trees)
+
+    assert code == 1
+    rows = checks(report)
+    assert rows["vllm journal"]["state"] == "fail"
+    assert "is not patched" in rows["vllm journal"]["detail"]
+    assert "dsv4patch apply" in rows["vllm journal"]["detail"]
+    assert rows["code"]["state"] == "skip"
+    assert "vllm journal" in stderr
+
+
+def test_target_python_is_the_one_named(patched: cli.Trees, tmp_path: Path) -> None:
+    # The machine's own python3.11 has neither torch nor vLLM's dependencies:
+    # the code checks run there, so the imports fail and say what is missing.
+    python = shutil.which("python3.11", path="/usr/bin:/usr/local/bin") or (
+        shutil.which("python3.11"))
+    assert python, "python3.11 is needed for this test"
+    code, report, _ = verify(patched, "--python", python)
+
+    assert report["python"] == python
+    rows = checks(report)
+    assert rows["compile"]["state"] == "pass"
+    assert rows["import"]["state"] == "fail"
+    assert "ModuleNotFoundError" in rows["import"]["detail"]
+    assert code == 1
+
+
+def test_missing_target_python_is_refused(patched: cli.Trees, tmp_path: Path) -> None:
+    done = cli.run("verify", *patched.args,
+                   env={"DSV4PATCH_PYTHON": str(tmp_path / "no-python")})
+    assert done.returncode == 1
+    assert f"the target Python {tmp_path / 'no-python'} is not an executable" \
+        in done.stderr
+    assert "--python PATH or $DSV4PATCH_PYTHON" in done.stderr
