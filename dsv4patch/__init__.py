@@ -1,3 +1,3 @@
 """Apply the DeepSeek-V4 patch series to vLLM and vllm-ascend trees, safely."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
