@@ -289,28 +289,49 @@ def test_downgrade_and_same_version_other_bytes_are_refused(
     assert _full(trees) == before
 
 
-def test_journals_without_a_series_copy_still_upgrade_and_revert(
-        tmp_path: Path, old_series: Path, new_series: Path, lock_dir: Path,
-        reference: dict[str, tuple[str, dict]], pristine: tuple[str, str]) -> None:
-    trees = _old_applied(tmp_path, old_series, lock_dir)
+def _drop_series_copy(trees: cli.Trees) -> None:
+    """Make both journals look like ones written before the series copy."""
     for tree in (trees.vllm, trees.ascend):
         journal = _journal(tree)
         del journal["series_copy"], journal["upgraded_from"]
         (tree / ".dsv4patch" / "journal.json").write_text(json.dumps(journal))
         shutil.rmtree(tree / ".dsv4patch" / "series")
+
+
+def test_journals_without_a_series_copy_still_upgrade_and_revert(
+        tmp_path: Path, new_series: Path, lock_dir: Path,
+        reference: dict[str, tuple[str, dict]], pristine: tuple[str, str]) -> None:
+    # Without a copy only the running series' files are trusted, so this older
+    # series stays inside them: the real one without patch 0004.
+    entries, sources = cli.real_entries()
+    entries = [e for e in entries if not e["file"].startswith("0004-")]
+    inside = _versioned(tmp_path / "inside", OLD, entries, sources)
+    trees = _old_applied(tmp_path, inside, lock_dir)
+    _drop_series_copy(trees)
 
     done = cli.run("apply", *trees.args, series=new_series, lock_dir=lock_dir)
 
     assert done.returncode == 0, done.stderr
     _assert_upgraded(trees, reference)
-    for tree in (trees.vllm, trees.ascend):
-        journal = _journal(tree)
-        del journal["series_copy"], journal["upgraded_from"]
-        (tree / ".dsv4patch" / "journal.json").write_text(json.dumps(journal))
-        shutil.rmtree(tree / ".dsv4patch" / "series")
+    _drop_series_copy(trees)
     reverted = cli.run("revert", *trees.args, series=new_series, lock_dir=lock_dir)
     assert reverted.returncode == 0, reverted.stderr
     assert _full(trees) == pristine
+
+
+def test_a_journal_without_a_copy_naming_other_files_is_refused(
+        tmp_path: Path, old_series: Path, new_series: Path, lock_dir: Path) -> None:
+    trees = _old_applied(tmp_path, old_series, lock_dir)
+    _drop_series_copy(trees)
+    before = _full(trees)
+
+    result = cli.run("apply", *trees.args, series=new_series, lock_dir=lock_dir)
+
+    _refused(result, "not a file this series changes")
+    assert _full(trees) == before
+    # The documented way out: the older series reverts its own journal.
+    assert cli.run("revert", *trees.args, series=old_series,
+                   lock_dir=lock_dir).returncode == 0
 
 
 def test_a_lost_backup_is_rebuilt_from_the_stored_series(
