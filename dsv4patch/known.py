@@ -70,24 +70,24 @@ def find(series: Series, tree: Tree) -> list[Found]:
     if not footprints or tree.name not in series.bases:
         return []
     version = series.bases[tree.name]["version"]
+    manifest = bases.load(tree.name, version)
+    marked = {f.patch: _marked(tree.path, manifest, f) for f in footprints}
+    if not any(marked.values()) or not _at_base(tree, version, manifest):
+        return []  # another release: the native-support check speaks for it
+
+    explained = _explained(series, tree)
+    found = [Found(patch, [rel for rel in files if rel not in explained])
+             for patch, files in marked.items()]
+    return [hit for hit in found if hit.files]
+
+
+def _at_base(tree: Tree, version: str, manifest: dict[str, str]) -> bool:
+    """Whether the tree claims the base version and its sampled files agree."""
     try:
         check_base(tree, version, [])
     except PatchError:
-        return []  # another release: the native-support check speaks for it
-    manifest = bases.load(tree.name, version)
-    if bases.sample_mismatches(tree.path, manifest) > bases.OTHER_VERSION_THRESHOLD:
-        return []
-
-    found: list[Found] = []
-    explained: set[str] | None = None
-    for footprint in footprints:
-        marked = _marked(tree.path, manifest, footprint)
-        if marked and explained is None:
-            explained = _explained(series, tree)
-        files = [rel for rel in marked if rel not in (explained or set())]
-        if files:
-            found.append(Found(footprint.patch, files))
-    return found
+        return False
+    return bases.sample_mismatches(tree.path, manifest) <= bases.OTHER_VERSION_THRESHOLD
 
 
 def refuse(series: Series, tree: Tree) -> None:

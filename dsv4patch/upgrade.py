@@ -124,7 +124,7 @@ def plan(series: Series, tree: Tree, previous: Journal, stage: Stage,
 
     footprint = series.footprint(tree.name)
     version = series.bases[tree.name]["version"]
-    check_base(Tree(tree.name, tree.path, tree.shape, tree.versions), version, [])
+    check_base(tree, version, [])  # the version claims; the files are checked below
     manifest = bases.load(tree.name, version)
     edited_base = bases.differing(originals.root, manifest, footprint)
     if edited_base:
