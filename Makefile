@@ -58,3 +58,18 @@ test: $(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION)
 # dsv4patch run from its wheel (docs/ci.md).
 ci-images: pristine
 	$(PY) tools/ci_images.py $(CI_IMAGES_ARGS)
+
+# Packaging. `wheel` builds dist/dsv4patch-<version>-py3-none-any.whl with the series
+# and golden samples inside. `wheelhouse` fetches the runtime dependencies as wheels,
+# once per cache, so tests/test_packaging.py installs the wheel with no index.
+WHEELHOUSE := $(CACHE)/wheelhouse
+RUNTIME_WHEELS := click==8.5.1 GitPython==3.2.1 gitdb==4.0.12 smmap==5.0.3
+.PHONY: wheel wheelhouse
+wheel: $(VENV)/.ready
+	$(PIP) wheel --no-deps --no-build-isolation --wheel-dir dist .
+wheelhouse: $(WHEELHOUSE)/.ready
+$(WHEELHOUSE)/.ready: $(VENV)/.ready
+	$(PIP) download --only-binary :all: --python-version 3.11 --dest $(WHEELHOUSE) \
+		$(RUNTIME_WHEELS)
+	touch '$@'
+test: $(WHEELHOUSE)/.ready
