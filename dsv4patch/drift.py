@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, check, lock, variants
+from dsv4patch import bases, check, lock, native, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch.files import sha256
 from dsv4patch.journal import APPLIED
@@ -107,10 +107,16 @@ def series_files(series: Series, tree: Tree, changed: list[str]) -> set[str]:
             return set()
         return {r.path for r in journal.files
                 if r.path in changed and sha256(tree.path / r.path) == r.after}
-    applied = {o.patch for o in check.classify(series, tree)
-               if o.state == PATCH_APPLIED}
-    return {rel for patch in series.for_tree(tree.name) if patch.file in applied
-            for rel in patch.paths if rel in changed}
+    ours: set[str] = set()
+    patches = {p.file: p for p in series.for_tree(tree.name)}
+    for outcome in check.classify(series, tree):
+        if outcome.state == PATCH_APPLIED:
+            ours |= set(patches[outcome.patch].paths)
+        ours |= {rel for rel, state in outcome.files.items() if state == "applied"}
+    created = native.series_creates(series, tree.name)
+    ours |= {rel for rel, digest in created.items()
+             if rel in changed and sha256(tree.path / rel) == digest}
+    return ours & set(changed)
 
 
 def _code(path: Path, current: str | None, expected: tuple[str, str] | None

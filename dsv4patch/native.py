@@ -83,7 +83,7 @@ def refuse(tree: Tree, series: Series | None = None) -> None:
 
 def _foreign_modules(series: Series, tree: Tree) -> list[str]:
     """The DeepSeek-V4 modules present that register deepseek_v4 and are not ours."""
-    ours = _series_creates(series, tree.name)
+    ours = series_creates(series, tree.name)
     recorded = _journal_results(series, tree)
     foreign = []
     for rel in VLLM_MODULES:
@@ -110,7 +110,7 @@ def _journal_results(series: Series, tree: Tree) -> dict[str, str]:
     return {r.path: r.after for r in journal.files if r.after}
 
 
-def _series_creates(series: Series, tree: str) -> dict[str, str]:
+def series_creates(series: Series, tree: str) -> dict[str, str]:
     """sha256 of each file the series creates from nothing, read off its diffs."""
     return _created(tuple((p.file, p.data) for p in series.for_tree(tree)))
 

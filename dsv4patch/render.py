@@ -93,8 +93,7 @@ def image_text(image: Identification, root: str) -> list[str]:
         lines.append(f"  evidence for {image.best.profile}:")
         width = max(len(e.item) for e in image.best.evidence)
         for e in image.best.evidence:
-            found = f" (found {e.found})" if e.found and e.verdict != "matched" else (
-                f" ({e.found})" if e.found and e.item.endswith("tree") else "")
+            found = f" (found {e.found})" if e.found else ""
             lines.append(f"    {e.item:<{width}}  {e.verdict:<8} {e.expected}{found}")
     if image.runner_up is not None:
         other = image.runner_up
