@@ -201,7 +201,7 @@ def _load_all(where: Path) -> list[Profile]:
         except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise PatchError(f"the image profile {path} is damaged: {exc}",
                              hint="regenerate it with `dsv4patch record-profiles`")
-    return profiles
+    return sorted(profiles, key=lambda p: p.name)
 
 
 def tree_manifest(profile: Profile, tree: str) -> dict[str, str]:

@@ -1,8 +1,9 @@
-"""Which vllm-ascend v0.13.0rc3 image variants a tree is consistent with.
+"""Which recorded image profiles this machine's cheap hints do not contradict.
 
-All four variants ship byte-identical vLLM and vllm-ascend tracked files, so the
-file hashes alone cannot tell them apart; cheap hints narrow the list where the
-tree sits inside the image itself.
+All four v0.13.0rc3 images ship byte-identical vLLM and vllm-ascend trees, so the
+files alone cannot tell them apart; /etc/os-release and $SOC_VERSION narrow the
+list where dsv4patch runs inside the image. `identify.py` does the full scoring
+for `status`; this quick answer is what the journal records.
 """
 
 from __future__ import annotations
@@ -10,38 +11,36 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-VARIANTS = {
-    "v0.13.0rc3": {"os": "ubuntu", "soc": "a2"},
-    "v0.13.0rc3-openeuler": {"os": "openeuler", "soc": "a2"},
-    "v0.13.0rc3-a3": {"os": "ubuntu", "soc": "a3"},
-    "v0.13.0rc3-a3-openeuler": {"os": "openeuler", "soc": "a3"},
-}
+from dsv4patch import profiles
 
 
 def os_hint(release: Path = Path("/etc/os-release")) -> str | None:
+    """The os-release ID, lower-cased; None when unreadable."""
     try:
-        text = release.read_text().lower()
+        text = release.read_text(errors="replace")
     except OSError:
         return None
-    for name in ("openeuler", "ubuntu"):
-        if f"id={name}" in text or f'id="{name}"' in text:
-            return name
-    return "other"
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ID":
+            return value.strip().strip("'\"").lower() or None
+    return None
 
 
 def soc_hint() -> str | None:
-    soc = os.environ.get("SOC_VERSION", "").lower()
-    if not soc:
-        return None
-    return "a3" if soc.startswith("ascend910_93") else "a2"
+    """The SoC family (A2, A3, ...) that $SOC_VERSION names, if set."""
+    soc = os.environ.get("SOC_VERSION", "")
+    return profiles.soc_family(soc) if soc else None
 
 
 def consistent(tree: str) -> list[str]:
-    """The variants whose hints do not contradict this machine's."""
+    """The profiles whose OS and SoC do not contradict this machine's."""
     del tree  # every variant carries the same files for both trees
+    recorded = profiles.load_all()
     system, soc = os_hint(), soc_hint()
-    if system == "other":
-        # Not inside any of the images: the tracked files fit all four.
+    if system not in {p.environment.get("os_id") for p in recorded}:
+        # Not inside any of the images: the tracked files fit all of them.
         system = None
-    return [name for name, hint in VARIANTS.items()
-            if system in (None, hint["os"]) and soc in (None, hint["soc"])]
+    return [p.name for p in recorded
+            if system in (None, p.environment.get("os_id"))
+            and soc in (None, p.soc)]
