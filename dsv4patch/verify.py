@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import git, lock, runtime_patches
+from dsv4patch import git, lock, overrides
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.files import sha256
@@ -170,7 +170,7 @@ def _code_checks(series: Series, patched: list[_Patched], report: VerifyReport) 
 
 
 def _modules(files: list[str]) -> list[str]:
-    names = [runtime_patches.module_name(rel) for rel in files]
+    names = [overrides.module_of(rel) for rel in files]
     return [n for n in names if n]
 
 
@@ -226,10 +226,10 @@ def _golden_text(rows: list[dict]) -> str:
 
 
 def _overrides(ascend: Tree, modules: list[str]) -> Check:
-    found = runtime_patches.find(ascend.path, modules)
+    found = overrides.in_modules(ascend.path, modules)
     if not found:
-        return Check("runtime overrides", PASS, "vllm_ascend/patch replaces nothing "
-                     "in the patched modules")
-    problems = [f"{o.module}: vllm-ascend assigns {o.target} at {o.where}"
-                for o in found]
+        return Check("runtime overrides", PASS, f"{overrides.PATCH_DIR} replaces "
+                     "nothing in the patched modules")
+    problems = [f"{module}: vllm-ascend assigns {target} at {where}"
+                for module, target, where in found]
     return Check("runtime overrides", WARN, "; ".join(problems), problems)
