@@ -208,8 +208,12 @@ def drift(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
 @common
 def verify(vllm: Path | None, vllm_ascend: Path | None, python: Path | None,
            verbose: bool | None, quiet: bool | None, as_json: bool) -> None:
-    """After apply: touched files intact, patched code compiles, imports and
-    gives the golden results in the target's Python."""
+    """Prove the applied series loads and works in the target's Python.
+
+    Touched files as recorded at apply, no merge debris; then, in the target's
+    Python, every touched file compiles, every patched module imports, the
+    vllm-ascend plugin loads and the encoder and parsers give the golden results.
+    """
     setup(verbose, quiet, as_json)
     report = verify_mod.run(series_mod.load(), _given(vllm, vllm_ascend), python)
     emit(report, as_json, render.verify_text)
