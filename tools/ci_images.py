@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,8 @@ STEPS = ("check", "apply", "verify", "status", "revert")
 # What the image's requirements pin among the packages the patched code imports.
 PINNED = ("transformers", "fastapi", "xgrammar")
 PYTHON = (3, 11)
+# The answers of status's image identification that name one image.
+IDENTIFIED = ("exact", "likely")
 # Environment variables that would point dsv4patch at other trees than --root's.
 CLEARED = ("DSV4PATCH_VLLM", "DSV4PATCH_VLLM_ASCEND", "PYTHONPATH")
 
@@ -47,15 +50,20 @@ CLEARED = ("DSV4PATCH_VLLM", "DSV4PATCH_VLLM_ASCEND", "PYTHONPATH")
 def status_problems(status: dict, state: str, variant: str) -> list[str]:
     """What in a `status --json` document contradicts `state` on `variant`."""
     problems = []
+    image = status.get("image") or {}
+    if image.get("image") != variant or image.get("confidence") not in IDENTIFIED:
+        problems.append(f"the image is {image.get('image')!r} "
+                        f"({image.get('confidence')}: {image.get('reason')}), "
+                        f"expected {variant!r}")
+    if status.get("series_needed") is not True:
+        problems.append("status says the series is not needed")
     trees = {tree.get("name"): tree for tree in status.get("trees", [])}
     if set(trees) != set(TREES):
-        problems.append(f"status reports trees {sorted(trees)}, expected {list(TREES)}")
+        problems.append(f"status reports trees {sorted(trees)}, "
+                        f"expected {list(TREES)}")
     for name, tree in sorted(trees.items()):
-        variants = tree.get("variants", [])
-        if variant not in variants:
-            problems.append(f"{name}: {variant} is not among the variants {variants}")
-        problems += [f"{name}: {p}" for p in _tree_problems(tree, state,
-                                                             status.get("series_version"))]
+        problems += [f"{name}: {problem}" for problem in
+                     _tree_problems(tree, state, status.get("series_version"))]
     return problems
 
 
@@ -64,17 +72,24 @@ def _tree_problems(tree: dict, state: str, series_version: str | None) -> list[s
     if state == "applied":
         expected = {"state": "applied", "journal": "applied",
                     "applied_series": series_version}
-        wanted_file, wanted_patch = "patched", "applied"
+        wanted_files, wanted_patch = ("patched",), "applied"
     else:
         expected = {"state": "not applied", "journal": "none", "applied_series": None,
                     "note": ""}
-        wanted_file, wanted_patch = "original", "not applied"
+        # Files the series adds are absent; a base file gone shows in the drift.
+        wanted_files, wanted_patch = ("original", "absent"), "not applied"
     problems = [f"{key} is {tree.get(key)!r}, expected {value!r}"
                 for key, value in expected.items() if tree.get(key) != value]
+    drift = tree.get("drift") or {}
+    foreign = [f"{d['code']} {d['path']}" for d in drift.get("differences", [])]
+    if foreign:
+        problems.append(f"drift from the base: {', '.join(foreign[:5])}")
+    if state == "pristine" and drift.get("series_changes"):
+        problems.append(f"{len(drift['series_changes'])} changes of the series remain")
     if not files:
         problems.append("no files listed")
-    problems += [f"{path} is {value!r}, expected {wanted_file!r}"
-                 for path, value in sorted(files.items()) if value != wanted_file]
+    problems += [f"{path} is {value!r}, expected {' or '.join(wanted_files)}"
+                 for path, value in sorted(files.items()) if value not in wanted_files]
     problems += [f"{patch} is {value!r}, expected {wanted_patch!r}"
                  for patch, value in sorted(tree.get("patches", {}).items())
                  if value != wanted_patch]
@@ -107,7 +122,8 @@ def image_pins(vllm_ascend: Path) -> dict[str, str]:
             pins[requirement.name.lower()] = str(requirement.specifier)
     missing = set(PINNED) - set(pins)
     if missing:
-        raise SystemExit(f"vllm-ascend's requirements.txt pins none of {sorted(missing)}")
+        raise SystemExit("vllm-ascend's requirements.txt pins none of "
+                         f"{sorted(missing)}")
     return pins
 
 
@@ -117,7 +133,8 @@ def installed(env: dict[str, str]) -> tuple[str, dict[str, str | None]]:
              "def v(n):\n"
              "    try:\n        return m.version(n)\n"
              "    except m.PackageNotFoundError:\n        return None\n"
-             f"print(json.dumps([platform.python_version(), {{n: v(n) for n in {PINNED!r}}}]))")
+             "print(json.dumps([platform.python_version(),\n"
+             f"                  {{n: v(n) for n in {PINNED!r}}}]))")
     out = subprocess.run([sys.executable, "-c", probe], env=env, check=True,
                          capture_output=True, text=True, cwd=tempfile.gettempdir())
     version, packages = json.loads(out.stdout)
@@ -132,8 +149,10 @@ def lowest(specifier: str) -> str | None:
     return None
 
 
-def pinned_environment(env: dict[str, str], pins: dict[str, str]) -> tuple[str, Path | None]:
+def pinned_environment(env: dict[str, str],
+                       pins: dict[str, str]) -> tuple[str, dict[str, str]]:
     """Check the venv against the image's pins; add what it lacks in an overlay.
+    Returns the description printed and the environment the steps run in.
 
     The project venv keeps vLLM's own pins (xgrammar 0.1.27, for one), which its
     tests run against; the image installs vllm-ascend after vLLM and so carries
@@ -148,11 +167,10 @@ def pinned_environment(env: dict[str, str], pins: dict[str, str]) -> tuple[str, 
                          f"{'.'.join(map(str, PYTHON))}")
     unmet = {name: spec for name, spec in pins.items()
              if versions[name] is None or versions[name] not in SpecifierSet(spec)}
-    overlay = None
     if unmet:
         wanted = [f"{name}=={lowest(spec)}" if lowest(spec) else f"{name}{spec}"
                   for name, spec in sorted(unmet.items())]
-        overlay = CACHE / "ci-images" / ("site-" + "-".join(sorted(wanted)).replace("=", ""))
+        overlay = CACHE / "ci-images" / ("site-" + "-".join(wanted).replace("=", ""))
         if not (overlay / ".ready").exists():
             shutil.rmtree(overlay, ignore_errors=True)
             subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
@@ -160,8 +178,8 @@ def pinned_environment(env: dict[str, str], pins: dict[str, str]) -> tuple[str, 
                             str(overlay), "-c", str(REPO / "tools" / "constraints.txt"),
                             *wanted], check=True)
             (overlay / ".ready").touch()
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(overlay),
-                                                          env.get("PYTHONPATH")]))
+        env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [
+            str(overlay), env.get("PYTHONPATH")])))
         python, versions = installed(env)
     described = []
     for name, spec in sorted(pins.items()):
@@ -170,20 +188,24 @@ def pinned_environment(env: dict[str, str], pins: dict[str, str]) -> tuple[str, 
         described.append(f"{name} {versions[name]}{where} [{spec}]"
                          f"{'' if ok else ' NOT MET'}")
         if not ok:
-            raise SystemExit(f"{name} {versions[name]} does not meet the image's {spec}")
-    return f"Python {python}, " + ", ".join(described), overlay
+            raise SystemExit(f"{name} {versions[name]} does not meet the image's "
+                             f"{spec}")
+    return f"Python {python}, " + ", ".join(described), env
 
 
 # --- the wheel ----------------------------------------------------------------------
 
 
 def find_wheel(given: Path | None) -> Path:
+    """The wheel named, else `make wheel`'s for the checkout's version."""
     if given:
         return given
-    wheels = sorted((REPO / "dist").glob("dsv4patch-*.whl"), key=os.path.getmtime)
-    if not wheels:
-        raise SystemExit("no dsv4patch wheel in dist/: run `make wheel` first")
-    return wheels[-1]
+    match = re.search(r'^__version__ = "([^"]+)"', (REPO / "dsv4patch" /
+                      "__init__.py").read_text(), re.M)
+    wheel = REPO / "dist" / f"dsv4patch-{match[1] if match else '?'}-py3-none-any.whl"
+    if not wheel.is_file():
+        raise SystemExit(f"no {wheel.relative_to(REPO)}: run `make wheel` first")
+    return wheel
 
 
 def install_wheel(wheel: Path, target: Path, env: dict[str, str]) -> dict[str, str]:
@@ -193,12 +215,14 @@ def install_wheel(wheel: Path, target: Path, env: dict[str, str]) -> dict[str, s
                     "--target", str(target), str(wheel)], check=True)
     env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(target),
                                                              env.get("PYTHONPATH")])))
-    out = subprocess.run([sys.executable, "-c", "import dsv4patch; print(dsv4patch.__file__)"],
+    probe = "import dsv4patch; print(dsv4patch.__file__)"
+    out = subprocess.run([sys.executable, "-c", probe],
                          env=env, check=True, capture_output=True, text=True,
                          cwd=target)
     loaded = Path(out.stdout.strip())
     if target not in loaded.parents:
-        raise SystemExit(f"dsv4patch loads from {loaded}, not from the wheel in {target}")
+        raise SystemExit(f"dsv4patch loads from {loaded}, not from the wheel in "
+                         f"{target}")
     return env
 
 
@@ -221,58 +245,77 @@ def footprint(tree: str) -> set[str]:
     return paths
 
 
-def lay_tree(pristine: Path, copy: Path, written: set[str]) -> dict[str, tuple]:
-    """Copy `pristine` to `copy`: hard links, real copies of the written files.
-
-    Returns the stat of every linked file, to prove afterwards that nothing
-    wrote through a link into the pristine cache.
-    """
-    links = {}
-    for root, dirs, files in os.walk(pristine):
-        rel_root = Path(root).relative_to(pristine)
-        (copy / rel_root).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            rel = (rel_root / name).as_posix()
-            source = Path(root) / name
-            if rel in written or source.is_symlink():
-                shutil.copy2(source, copy / rel, follow_symlinks=False)
-                continue
-            os.link(source, copy / rel)
-            stat = source.stat()
-            links[rel] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    return links
+@dataclass
+class Laid:
+    """A tree as the fake root laid it: what must hold again after revert."""
+    links: dict[str, tuple[int, int, int]]  # hard-linked file: (inode, mtime, size)
+    added: dict[str, bytes]  # files the fake root added, such as _build_info.py
 
 
-def tree_differences(pristine: Path, copy: Path, links: dict[str, tuple]) -> list[str]:
-    """Every way `copy` is not byte-identical to `pristine` (bytecode aside)."""
-    def files(top: Path) -> set[str]:
-        return {(Path(r) / n).relative_to(top).as_posix()
-                for r, dirs, names in os.walk(top)
-                for n in names if "__pycache__" not in Path(r).relative_to(top).parts}
-
-    ours, theirs = files(copy), files(pristine)
-    found = [f"added {rel}" for rel in sorted(ours - theirs)]
-    found += [f"missing {rel}" for rel in sorted(theirs - ours)]
-    for rel in sorted(ours & theirs):
-        if rel in links:
-            stat = (copy / rel).stat()
-            if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != links[rel]:
-                found.append(f"written outside the series' files {rel}")
-        elif (copy / rel).read_bytes() != (pristine / rel).read_bytes():
-            found.append(f"differs {rel}")
+def files(top: Path) -> set[str]:
+    """Every file under `top` but git's metadata and bytecode (verify compiles the
+    touched files, as the interpreter would on first import)."""
+    found = set()
+    for root, dirs, names in os.walk(top):
+        dirs[:] = [d for d in dirs if d not in (".git", "__pycache__")]
+        found.update((Path(root) / n).relative_to(top).as_posix() for n in names)
     return found
 
 
-def build_root(variant: str, root: Path, pristine: Path) -> dict[str, dict[str, tuple]]:
-    """A fake root of `variant` with copies of the pristine trees."""
+def copy_written(pristine: Path, copy: Path, written: set[str]) -> Laid:
+    """Replace the hard links of the files apply writes by real copies; record
+    the rest, to prove afterwards that nothing wrote through a link into the
+    pristine cache."""
+    for rel in sorted(written):
+        if (copy / rel).exists():
+            (copy / rel).unlink()
+            shutil.copy2(pristine / rel, copy / rel)
+    theirs = files(pristine)
+    links, added = {}, {}
+    for rel in sorted(files(copy)):
+        stat = (copy / rel).lstat()
+        if rel not in theirs:
+            added[rel] = (copy / rel).read_bytes()
+        elif stat.st_ino == (pristine / rel).lstat().st_ino:
+            links[rel] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return Laid(links, added)
+
+
+def tree_differences(pristine: Path, copy: Path, laid: Laid) -> list[str]:
+    """Every way `copy` is not byte-identical to `pristine` plus what the fake root
+    added; a git clone must also show a clean `git status`."""
+    ours, theirs = files(copy), files(pristine) | set(laid.added)
+    found = [f"added {rel}" for rel in sorted(ours - theirs)]
+    found += [f"missing {rel}" for rel in sorted(theirs - ours)]
+    for rel in sorted(ours & theirs):
+        if rel in laid.links:
+            stat = (copy / rel).lstat()
+            if (stat.st_ino, stat.st_mtime_ns, stat.st_size) != laid.links[rel]:
+                found.append(f"written outside the series' files {rel}")
+            continue
+        before = laid.added.get(rel)
+        if before is None:
+            before = (pristine / rel).read_bytes()
+        if (copy / rel).read_bytes() != before:
+            found.append(f"differs {rel}")
+    if (copy / ".git").is_dir():
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=copy,
+                               capture_output=True, text=True, check=True).stdout
+        found += [f"git status: {line}" for line in dirty.splitlines()]
+    return found
+
+
+def build_root(variant: str, root: Path, pristine: Path) -> dict[str, Laid]:
+    """A fake root of `variant` laid out like the image: os-release, CANN, package
+    metadata, the SoC in vllm-ascend's build info, vLLM a git clone tagged
+    v0.13.0, and the pristine trees at ROOT/vllm-workspace."""
     from tests.support import fakeroot
 
-    fakeroot.build(root, variant, trees=False)
-    links = {}
-    for tree in TREES:
-        links[tree] = lay_tree(pristine / tree, root / "vllm-workspace" / tree,
+    fakeroot.build(root, variant, pristine / "vllm", pristine / "vllm-ascend",
+                   link=True, git_clone=True)
+    return {tree: copy_written(pristine / tree, root / "vllm-workspace" / tree,
                                footprint(tree))
-    return links
+            for tree in TREES}
 
 
 # --- one variant --------------------------------------------------------------------
@@ -298,14 +341,15 @@ def run_variant(variant: str, work: Path, out: Path, env: dict[str, str],
     root = work / variant
     log = out / f"{variant}.log"
     try:
-        links = build_root(variant, root, pristine)
+        laid = build_root(variant, root, pristine)
         _steps(variant, root, env, out, log, outcome)
         for tree in TREES:
             differences = tree_differences(pristine / tree,
-                                           root / "vllm-workspace" / tree, links[tree])
+                                           root / "vllm-workspace" / tree, laid[tree])
             if differences:
                 shown = "; ".join(differences[:5])
-                more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+                more = (f" and {len(differences) - 5} more"
+                        if len(differences) > 5 else "")
                 raise StepFailed(f"{tree} after revert is not pristine: {shown}{more}")
     except StepFailed as exc:
         outcome.failure = str(exc)
@@ -327,7 +371,8 @@ def _steps(variant: str, root: Path, env: dict[str, str], out: Path, log: Path,
             output = _run([str(dsv4patch), step, *where,
                            *(["--json"] if step == "status" else [])], env, handle)
             if step == "status":
-                _check_status(output, out / f"status-{variant}.json", "applied", variant)
+                _check_status(output, out / f"status-{variant}.json", "applied",
+                              variant)
             outcome.done.append(step)
 
         output = _run([str(dsv4patch), "status", *where, "--json"], env, handle)
@@ -385,7 +430,7 @@ def run(variants: list[str], wheel: Path | None, out: Path, keep: bool) -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
 
-    described, _ = pinned_environment(env, image_pins(pristine / "vllm-ascend"))
+    described, env = pinned_environment(env, image_pins(pristine / "vllm-ascend"))
     print(f"environment: {described}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="dsv4patch-ci-images-"))
     try:
