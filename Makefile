@@ -56,7 +56,7 @@ test: $(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION)
 
 # The workflow's image steps for the four variants against fake roots, with
 # dsv4patch run from its wheel (docs/ci.md).
-ci-images: pristine wheel
+ci-images: pristine image wheel
 	$(PY) tools/ci_images.py $(CI_IMAGES_ARGS)
 
 # Packaging. `wheel` builds dist/dsv4patch-<version>-py3-none-any.whl with the series
