@@ -426,3 +426,22 @@ def test_our_own_series_is_not_taken_for_the_earlier_patch(
     assert EARLIER not in check.stdout + check.stderr
     assert EARLIER not in status.stdout
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_one_tree_upgraded_while_the_other_gets_its_first_apply(
+        tmp_path: Path, new_series: Path, lock_dir: Path,
+        reference: dict[str, tuple[str, dict]]) -> None:
+    entries, sources = cli.real_entries()
+    vllm_only = _versioned(tmp_path / "vllm-only", OLD,
+                           [e for e in entries if e["tree"] == "vllm"], sources)
+    trees = cli.make_trees("plain", tmp_path)
+    assert cli.run("apply", *trees.args, series=vllm_only,
+                   lock_dir=lock_dir).returncode == 0
+    assert not (trees.ascend / ".dsv4patch").exists()
+
+    done = cli.run("apply", *trees.args, series=new_series, lock_dir=lock_dir)
+
+    assert done.returncode == 0, done.stderr
+    assert f"vllm ({trees.vllm}): upgraded {OLD} -> {NEW}" in done.stdout
+    assert f"vllm-ascend ({trees.ascend}): applied" in done.stdout
+    _assert_upgraded(trees, reference)
