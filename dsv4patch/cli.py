@@ -218,9 +218,7 @@ def verify(vllm: Path | None, vllm_ascend: Path | None, python: Path | None,
     report = verify_mod.run(series_mod.load(), _given(vllm, vllm_ascend), python)
     emit(report, as_json, render.verify_text)
     if report.failed:
-        raise PatchError(f"{len(report.failed)} of {len(report.checks)} checks "
-                         f"failed: {', '.join(c.name for c in report.failed)}",
-                         hint="the FAIL lines above name each file or module")
+        raise PatchError(*verify_mod.verdict(report))
 
 
 @cli.command()

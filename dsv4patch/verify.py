@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import git, lock, overrides
+from dsv4patch import git, known, lock, native, overrides
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
 from dsv4patch.files import sha256
@@ -93,6 +93,15 @@ def run(series: Series, given: dict[str, Path | None],
     return report
 
 
+def verdict(report: VerifyReport) -> tuple[str, str]:
+    """The error and hint for a failed report."""
+    names = [c.name for c in report.failed]
+    message = f"{len(names)} of {len(report.checks)} checks failed: {', '.join(names)}"
+    if all(name.endswith(" journal") for name in names):
+        return message, "apply the series with `dsv4patch apply`, then verify again"
+    return message, "the FAIL lines above name each file or module"
+
+
 def _file_checks(series: Series, tree: Tree, report: VerifyReport) -> _Patched | None:
     """Journal, hashes and leftovers of one tree; None when it is not patched."""
     name = f"{tree.name} journal"
@@ -102,8 +111,7 @@ def _file_checks(series: Series, tree: Tree, report: VerifyReport) -> _Patched |
         report.checks.append(Check(name, FAIL, exc.message))
         return None
     if journal is None:
-        report.checks.append(Check(name, FAIL, f"{tree.path} is not patched: it has "
-                                   "no dsv4patch journal; run `dsv4patch apply`"))
+        report.checks.append(Check(name, FAIL, _unpatched(series, tree)))
         return None
     if journal.state != APPLIED:
         report.checks.append(Check(name, FAIL, f"a run that was {journal.state} was "
@@ -126,6 +134,18 @@ def _file_checks(series: Series, tree: Tree, report: VerifyReport) -> _Patched |
               f"{len(journal.files)} files as recorded at apply", changed))
     report.checks.append(_leftovers(tree, files))
     return _Patched(tree, files)
+
+
+def _unpatched(series: Series, tree: Tree) -> str:
+    """Why a tree without a journal is not patched, and what to do about it."""
+    found = native.detect(tree, series)
+    if found is not None:
+        return f"the series is not applied, and not needed: {found.reason}"
+    earlier = known.describe(series, tree)
+    if earlier:
+        return f"the series is not applied: {earlier}"
+    return (f"{tree.path} is not patched: it has no dsv4patch journal; run "
+            "`dsv4patch apply`")
 
 
 def _leftovers(tree: Tree, files: list[str]) -> Check:

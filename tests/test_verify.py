@@ -81,8 +81,9 @@ def test_text_report_has_one_line_per_check(tmp_path: Path) -> None:
     assert "is not patched" in lines[0]
     assert lines[-2].startswith("SKIP  code ")
     assert lines[-1].endswith(": failed")
-    assert done.stderr.startswith("Error: 2 of 3 checks failed: vllm journal, "
-                                  "vllm-ascend journal")
+    assert done.stderr == ("Error: 2 of 3 checks failed: vllm journal, vllm-ascend "
+                           "journal\nhint: apply the series with `dsv4patch apply`, "
+                           "then verify again\n")
 
 
 def test_syntax_error_names_the_file_and_module(patched: cli.Trees,
@@ -143,6 +144,19 @@ def test_fails_on_an_unpatched_tree(tmp_path: Path) -> None:
     assert "dsv4patch apply" in rows["vllm journal"]["detail"]
     assert rows["code"]["state"] == "skip"
     assert "vllm journal" in stderr
+
+
+def test_a_tree_with_native_support_is_named_so(tmp_path: Path) -> None:
+    # The later vllm-ascend deepseekv4 images patch vLLM at runtime themselves.
+    trees = cli.make_trees("plain", tmp_path)
+    runtime = trees.ascend / "vllm_ascend/patch/worker/patch_deepseek_v4_mla.py"
+    runtime.write_text("# DeepSeek-V4 runtime patch\n")
+    code, report, _ = verify(trees)
+
+    assert code == 1
+    detail = checks(report)["vllm-ascend journal"]["detail"]
+    assert detail.startswith("the series is not applied, and not needed: ")
+    assert "patch_deepseek_v4_mla.py" in detail
 
 
 def test_target_python_is_the_one_named(patched: cli.Trees, tmp_path: Path) -> None:
