@@ -10,7 +10,7 @@ Steps:
   compile FILE...      byte-compile each file in memory (nothing written)
   import MODULE...     import each module; the first one's package must come
                        from the first PYTHONPATH entry
-  plugin               import vllm_ascend, run its platform registration and
+  plugin TREE...       import vllm_ascend, run its platform registration and
                        import the platform class it names
   golden GOLDEN_DIR    the encoder and both parsers on the shipped samples
 """
@@ -98,8 +98,13 @@ def _checked_origin(result: dict[str, str]) -> dict[str, str]:
     return result
 
 
-def plugin() -> list[dict[str, str]]:
-    """vllm_ascend the way vLLM's platform plugin loader sees it."""
+def plugin(trees: list[str]) -> list[dict[str, str]]:
+    """vllm_ascend the way vLLM's platform plugin loader sees it.
+
+    Without the Ascend stack (torch_npu missing, or its native libraries not
+    loadable, as in a container without the NPU driver) the plugin cannot load
+    anywhere: that is a skip. Anything raised from inside the trees is a failure.
+    """
     try:
         import vllm_ascend
 
@@ -113,10 +118,27 @@ def plugin() -> list[dict[str, str]]:
                         f"{top} is not installed in {sys.executable}, so the "
                         "Ascend platform cannot load here")]
         return [row("vllm_ascend", FAIL, last_line(exc))]
+    except (ImportError, OSError) as exc:
+        origin = _raised_in(exc)
+        if origin and not any(_inside(origin, tree) for tree in trees):
+            return [row("vllm_ascend", SKIP, f"the Ascend stack cannot load here: "
+                        f"{last_line(exc)} (raised in {origin})")]
+        return [row("vllm_ascend", FAIL, last_line(exc))]
     except BaseException as exc:
         return [row("vllm_ascend", FAIL, last_line(exc))]
     return [row("vllm_ascend", PASS, f"platform {platform.__module__}."
                 f"{platform.__qualname__} from {vllm_ascend.__file__}")]
+
+
+def _raised_in(exc: BaseException) -> str:
+    """The file of the deepest frame that is not the import machinery."""
+    frames = [f.filename for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<")]
+    return frames[-1] if frames else ""
+
+
+def _inside(path: str, tree: str) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(tree) + os.sep)
 
 
 def tokenizer_dir(scratch: Path, recorded_sha256: str) -> tuple[Path | None, str]:
@@ -329,7 +351,7 @@ def main(argv: list[str]) -> int:
     step, result_file, args = argv[0], argv[1], argv[2:]
     steps = {"compile": lambda: compile_files(args),
              "import": lambda: import_modules(args),
-             "plugin": plugin,
+             "plugin": lambda: plugin(args),
              "golden": lambda: golden(args[0])}
     rows = steps[step]()
     Path(result_file).write_text(json.dumps(rows, ensure_ascii=False), "utf-8")

@@ -178,9 +178,10 @@ def _code_checks(series: Series, patched: list[_Patched], report: VerifyReport) 
             "import", _step(report.python, "import", modules, _path_of(vllm, ascend)),
             f"{len(modules)} patched vLLM modules import from {vllm.tree.path}"))
     if ascend is not None:
+        path = _path_of(vllm, ascend, ascend_first=True)
         report.checks.append(_summarize(
-            "vllm-ascend plugin", _step(report.python, "plugin", [],
-                                        _path_of(vllm, ascend, ascend_first=True)), ""))
+            "vllm-ascend plugin",
+            _step(report.python, "plugin", [str(p) for p in path], path), ""))
         if vllm is not None:
             report.checks.append(_overrides(ascend.tree, _modules(vllm.files)))
     if vllm is not None:

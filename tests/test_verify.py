@@ -8,13 +8,16 @@ per damaged copy.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support import cli
+from tests.support.trees import REPO
 
 TOOL_PARSER = "vllm/tool_parsers/deepseekv4_tool_parser.py"
 VALUES = "vllm/tool_parsers/deepseekv4_values.py"
@@ -182,3 +185,44 @@ def test_missing_target_python_is_refused(patched: cli.Trees, tmp_path: Path) ->
     assert f"the target Python {tmp_path / 'no-python'} is not an executable" \
         in done.stderr
     assert "--python PATH or $DSV4PATCH_PYTHON" in done.stderr
+
+
+def plugin_step(trees: cli.Trees, extra_path: Path, tmp_path: Path) -> dict:
+    """target_checks.py's plugin step alone, as verify runs it."""
+    out = tmp_path / "rows.json"
+    path = [str(trees.ascend), str(trees.vllm), str(extra_path)]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "dsv4patch" / "target_checks.py"), "plugin",
+         str(out), str(trees.ascend), str(trees.vllm)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path),
+             "VLLM_LOGGING_LEVEL": "WARNING"},
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(out.read_text())
+    return row
+
+
+def test_plugin_without_the_npu_libraries_is_skipped(patched: cli.Trees,
+                                                    tmp_path: Path) -> None:
+    # torch_npu installed, but its native libraries cannot load (no driver).
+    fake = tmp_path / "site"
+    (fake / "torch_npu").mkdir(parents=True)
+    (fake / "torch_npu" / "__init__.py").write_text(
+        "raise ImportError('libascend_hal.so: cannot open shared object file')\n")
+    row = plugin_step(patched, fake, tmp_path)
+
+    assert row["state"] == "skip", row
+    assert "libascend_hal.so" in row["detail"]
+    assert "torch_npu/__init__.py" in row["detail"]
+
+
+def test_plugin_broken_inside_the_tree_fails(patched: cli.Trees,
+                                             tmp_path: Path) -> None:
+    trees = copy_of(patched, tmp_path / "copy")
+    platform = trees.ascend / "vllm_ascend" / "platform.py"
+    platform.write_text("from vllm_ascend.no_such_helper import thing\n"
+                        + platform.read_text())
+    row = plugin_step(trees, tmp_path, tmp_path)
+
+    assert row["state"] == "fail", row
+    assert "vllm_ascend.no_such_helper" in row["detail"]
