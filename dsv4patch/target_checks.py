@@ -220,8 +220,9 @@ def encoder_case(tokenizer: Any, case: dict[str, Any],
         return row(name, FAIL, f"{ENCODER_MODULE}: {last_line(exc)}")
 
     if text != case["expected_prompt"]:
-        at = next((i for i, (a, b) in enumerate(zip(text, case["expected_prompt"]))
-                   if a != b), min(len(text), len(case["expected_prompt"])))
+        want = case["expected_prompt"]
+        at = next((i for i, (a, b) in enumerate(zip(text, want, strict=False))
+                   if a != b), min(len(text), len(want)))
         return row(name, FAIL, f"{ENCODER_MODULE}: prompt differs from character "
                    f"{at}: {text[at:at + 40]!r} instead of "
                    f"{case['expected_prompt'][at:at + 40]!r}")

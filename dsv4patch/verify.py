@@ -125,13 +125,13 @@ def _file_checks(series: Series, tree: Tree, report: VerifyReport) -> _Patched |
 
     files = [r.path for r in journal.files if r.after is not None]
     report.checks.append(Check(name, PASS, f"series {journal.series_version} "
-                               f"applied, {len(journal.files)} files"))
+                               f"applied, {_files(len(journal.files))}"))
     changed = [r.path for r in journal.files if sha256(tree.path / r.path) != r.after]
     report.checks.append(
         Check(f"{tree.name} hashes", FAIL if changed else PASS,
               f"{len(changed)} files differ from the hash recorded at apply: "
               f"{', '.join(changed)}" if changed else
-              f"{len(journal.files)} files as recorded at apply", changed))
+              f"{_files(len(journal.files))} as recorded at apply", changed))
     report.checks.append(_leftovers(tree, files))
     return _Patched(tree, files)
 
@@ -152,16 +152,21 @@ def _leftovers(tree: Tree, files: list[str]) -> Check:
     problems = []
     for rel in files:
         lines = (tree.path / rel).read_bytes().splitlines()
-        marked = [n for n, line in enumerate(lines, 1) if line.startswith(CONFLICT_MARKS)]
+        marked = [n for n, line in enumerate(lines, 1)
+                  if line.startswith(CONFLICT_MARKS)]
         if marked:
             problems.append(f"{rel}:{marked[0]}: conflict marker")
     for directory in sorted({(tree.path / rel).parent for rel in files}):
         problems += [f"{p.relative_to(tree.path)}: stray file"
                      for p in sorted(directory.iterdir())
                      if p.name.endswith(LEFTOVER_SUFFIXES)]
-    detail = "; ".join(problems) or (f"no conflict markers in {len(files)} files, "
+    detail = "; ".join(problems) or (f"no conflict markers in {_files(len(files))}, "
                                      "no .rej or .orig beside them")
     return Check(f"{tree.name} leftovers", FAIL if problems else PASS, detail, problems)
+
+
+def _files(count: int) -> str:
+    return f"{count} file" + ("" if count == 1 else "s")
 
 
 def _code_checks(series: Series, patched: list[_Patched], report: VerifyReport) -> None:

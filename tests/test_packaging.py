@@ -112,7 +112,8 @@ def test_the_wheel_holds_the_package_series_and_samples_only(
         names = set(archive.namelist())
     want = expected_files(source)
     assert not want - names, ("not in the wheel (list the directory under "
-                              f"[tool.setuptools] in pyproject.toml): {sorted(want - names)}")
+                              "[tool.setuptools] in pyproject.toml): "
+                              f"{sorted(want - names)}")
     assert not names - want, f"unexpected in the wheel: {sorted(names - want)}"
     assert "dsv4patch/golden/prompts.json" in names
     assert "dsv4patch/target_checks.py" in names
