@@ -79,14 +79,24 @@ def run(found: Fingerprint, scans: dict[str, dict[str, str] | None]) -> Identifi
     profiles = profiles_mod.load_all()
     if not profiles:
         return Identification(UNKNOWN_BASE, "none", "no image profiles are recorded")
-    counts = {name: _count(profiles[0], name, scan)
-              for name, scan in scans.items() if scan is not None
-              and name in profiles[0].trees}
-    ranked = sorted((_score(p, found, counts) for p in profiles),
+    # Profiles of one release share their manifests: count each manifest once.
+    cache: dict[tuple[str, str], TreeCount] = {}
+    counts: dict[str, dict[str, TreeCount]] = {}
+    for profile in profiles:
+        counts[profile.name] = {}
+        for name, scan in scans.items():
+            if scan is None or name not in profile.trees:
+                continue
+            key = (name, profile.trees[name]["sha256"])
+            if key not in cache:
+                cache[key] = _count(profile, name, scan)
+            counts[profile.name][name] = cache[key]
+    ranked = sorted((_score(p, found, counts[p.name]) for p in profiles),
                     key=lambda c: (c.ruled_out, -c.score, c.profile))
     best = ranked[0]
     runner_up = ranked[1] if len(ranked) > 1 else None
-    result = Identification(best.profile, "", "", best, runner_up, trees=counts)
+    result = Identification(best.profile, "", "", best, runner_up,
+                            trees=counts[best.profile])
     if best.ruled_out:
         result.image, result.confidence = UNKNOWN_BASE, "none"
         differing = [e.item for e in best.evidence if e.verdict == DIFFERS and e.hard]

@@ -17,13 +17,11 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dsv4patch import bases
 from dsv4patch import journal as journal_mod
 from dsv4patch import series as series_mod
 from dsv4patch.errors import PatchError
-from dsv4patch.files import sha256
 from dsv4patch.identify import version_key
 from dsv4patch.series import Series
 from dsv4patch.trees import Tree

@@ -137,7 +137,7 @@ def _tree_fields(series: series_mod.Series, name: str, version: str) -> dict[str
     try:
         data = (series.directory / "bases" / manifest).read_bytes()
     except OSError as exc:
-        raise PatchError(f"cannot read the base manifest {manifest}: {exc}")
+        raise PatchError(f"cannot read the base manifest {manifest}: {exc}") from exc
     return {"version": version, "manifest": manifest,
             "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -172,7 +172,8 @@ def render(profile: Profile) -> str:
         "", "[environment]",
         *[f"{key} = {_quote(value)}" for key, value in profile.environment.items()],
         "", "[packages]",
-        *[f"{_quote(key)} = {_quote(value)}" for key, value in profile.packages.items()],
+        *[f"{_quote(key)} = {_quote(value)}"
+          for key, value in profile.packages.items()],
     ]
     for tree, fields in profile.trees.items():
         lines += ["", f"[trees.{_quote(tree)}]",
@@ -200,7 +201,8 @@ def _load_all(where: Path) -> list[Profile]:
                                     data["packages"], data.get("trees", {})))
         except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise PatchError(f"the image profile {path} is damaged: {exc}",
-                             hint="regenerate it with `dsv4patch record-profiles`")
+                             hint="regenerate it with `dsv4patch record-profiles`"
+                             ) from exc
     return sorted(profiles, key=lambda p: p.name)
 
 
@@ -212,7 +214,8 @@ def tree_manifest(profile: Profile, tree: str) -> dict[str, str]:
         data = path.read_bytes()
     except OSError as exc:
         raise PatchError(f"profile {profile.name}: cannot read {path}: {exc}",
-                         hint="the series directory is incomplete; reinstall it")
+                         hint="the series directory is incomplete; reinstall it"
+                         ) from exc
     if hashlib.sha256(data).hexdigest() != fields["sha256"]:
         raise PatchError(f"profile {profile.name}: {path.name} does not match the "
                          "sha256 the profile pins",

@@ -5,12 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsv4patch import bases, check, fingerprint, identify, known, lock, native, upgrade
+from dsv4patch import (
+    bases,
+    check,
+    fingerprint,
+    identify,
+    known,
+    lock,
+    native,
+    upgrade,
+    variants,
+)
 from dsv4patch import drift as drift_mod
-from dsv4patch import variants
 from dsv4patch import journal as journal_mod
-from dsv4patch.errors import PatchError
 from dsv4patch.drift import TreeDrift
+from dsv4patch.errors import PatchError
 from dsv4patch.files import sha256
 from dsv4patch.fingerprint import Fingerprint
 from dsv4patch.identify import Identification
