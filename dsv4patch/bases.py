@@ -14,6 +14,7 @@ import fnmatch
 import functools
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,29 +97,32 @@ def load(tree: str, version: str) -> dict[str, str]:
     return {rel: digest for rel, (_, digest) in load_entries(tree, version).items()}
 
 
+_SKIP_DIR = re.compile("|".join(fnmatch.translate(p) for p in SKIP_DIRS))
+_SKIP_FILE = re.compile("|".join(fnmatch.translate(p) for p in SKIP_FILES))
+
+
 def skipped(rel: str) -> bool:
     parts = rel.split("/")
-    if any(fnmatch.fnmatch(p, pat) for p in parts[:-1] for pat in SKIP_DIRS):
+    if any(_SKIP_DIR.match(part) for part in parts[:-1]):
         return True
     if rel.startswith(SKIP_TOP) or rel in SKIP_GENERATED:
         return True
-    return any(fnmatch.fnmatch(parts[-1], pat) for pat in SKIP_FILES)
+    return _SKIP_FILE.match(parts[-1]) is not None
 
 
 def walk(tree: Path) -> Iterator[str]:
-    """Yield every file under `tree` that is not a known byproduct, sorted."""
+    """Yield every file under `tree` that is not a known byproduct."""
     for root, dirs, files in os.walk(tree):
         rel_root = os.path.relpath(root, tree)
         prefix = "" if rel_root == "." else f"{rel_root}/"
         # A symlink to a directory is one tracked entry in git, not a subtree.
-        files += [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
         dirs[:] = sorted(d for d in dirs
-                         if not any(fnmatch.fnmatch(d, p) for p in SKIP_DIRS)
-                         and not f"{prefix}{d}/".startswith(SKIP_TOP)
-                         and not os.path.islink(os.path.join(root, d)))
-        for name in sorted(files):
+                         if not _SKIP_DIR.match(d) and d not in links
+                         and not f"{prefix}{d}/".startswith(SKIP_TOP))
+        for name in sorted(files + links):
             rel = f"{prefix}{name}"
-            if not skipped(rel):
+            if not _SKIP_FILE.match(name) and rel not in SKIP_GENERATED:
                 yield rel
 
 
