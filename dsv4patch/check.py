@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsv4patch import apply as apply_mod
-from dsv4patch import git, known, lock, overrides, variants
+from dsv4patch import git, known, lock, native, overrides, variants
 from dsv4patch import journal as journal_mod
 from dsv4patch import upgrade as upgrade_mod
 from dsv4patch.errors import PatchError
@@ -26,6 +26,8 @@ class TreeCheck:
     variants: list[str] = field(default_factory=list)
     journal: str = "none"
     problem: str | None = None
+    # Set when the tree supports DeepSeek-V4 itself: the reason apply refuses.
+    native: str = ""
     patches: list[Outcome] = field(default_factory=list)
     # The older (or other) series the journal says is applied; apply upgrades it.
     carries: str = ""
@@ -93,6 +95,10 @@ def check_tree(series: Series, name: str, given: Path | None) -> TreeCheck:
     result.carries = upgrade_mod.carried(series, tree)
     if result.carries:
         return result  # apply's preflight checks the series on the originals
+    found = native.detect(tree, series)
+    if found is not None:
+        result.native = result.problem = f"{native.NOT_NEEDED}: {found.reason}"
+        return result  # another release: its patches say nothing useful
     footprint = series.footprint(name)
     try:
         check_base(tree, series.bases[name]["version"], footprint)

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from dsv4patch import __version__, hooks, render, signals
+from dsv4patch import __version__, hooks, native, render, signals
 from dsv4patch import apply as apply_mod
 from dsv4patch import check as check_mod
 from dsv4patch import drift as drift_mod
@@ -152,6 +152,9 @@ def check(vllm: Path | None, vllm_ascend: Path | None, verbose: bool | None,
     setup(verbose, quiet, as_json)
     report = check_mod.run(series_mod.load(), _given(vllm, vllm_ascend))
     emit(report, as_json, render.check_text)
+    for tree in report.trees:
+        if tree.native:
+            raise PatchError(tree.native, hint=native.HINT)
     if report.state == "blocked":
         raise PatchError("the series cannot be applied to these trees as they are",
                          hint="fix the problems listed above, then check again")

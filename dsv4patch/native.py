@@ -34,6 +34,8 @@ VLLM_MODULES = (
 )
 REGISTRATION = b"deepseek_v4"
 ASCEND_PATCHES = "vllm_ascend/patch/**/patch_deepseek_v4*.py"
+NOT_NEEDED = "the series is not needed"
+HINT = "serve DeepSeek-V4 with this tree's own deepseek_v4 support; nothing was changed"
 
 
 @dataclass
@@ -74,9 +76,7 @@ def refuse(tree: Tree, series: Series | None = None) -> None:
     """Raise PatchError naming the reason when `tree` needs no series."""
     found = detect(tree, series)
     if found is not None:
-        raise PatchError(f"the series is not needed: {found.reason}",
-                         hint="serve DeepSeek-V4 with this tree's own deepseek_v4 "
-                         "support; nothing was changed")
+        raise PatchError(f"{NOT_NEEDED}: {found.reason}", hint=HINT)
 
 
 def _foreign_modules(series: Series, tree: Tree) -> list[str]:

@@ -132,7 +132,7 @@ def _refused_unchanged(root: Path, lock_dir: Path, words: str) -> None:
     for command in ("check", "apply"):
         result = cli.run(command, "--root", str(root), lock_dir=lock_dir)
         assert result.returncode == 1, (command, result.stdout, result.stderr)
-        assert "not needed" in result.stdout + result.stderr
+        assert "Error: the series is not needed: " in result.stderr
         assert words in result.stdout + result.stderr
     assert trees.digests() == before
     assert not (root / VLLM / ".dsv4patch").exists()
