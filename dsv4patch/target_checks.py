@@ -10,8 +10,10 @@ Steps:
   compile FILE...      byte-compile each file in memory (nothing written)
   import MODULE...     import each module; the first one's package must come
                        from the first PYTHONPATH entry
-  plugin TREE...       import vllm_ascend, run its platform registration and
-                       import the platform class it names
+  plugin TREE... -- MODULE...
+                       import vllm_ascend, run its platform registration, import
+                       the platform class it names, then MODULE... with vLLM's
+                       plugins as installed
   golden GOLDEN_DIR    the encoder and both parsers on the shipped samples
 """
 
@@ -98,8 +100,10 @@ def _checked_origin(result: dict[str, str]) -> dict[str, str]:
     return result
 
 
-def plugin(trees: list[str]) -> list[dict[str, str]]:
-    """vllm_ascend the way vLLM's platform plugin loader sees it.
+def plugin(trees: list[str], modules: list[str]) -> list[dict[str, str]]:
+    """vllm_ascend the way vLLM's platform plugin loader sees it, then the
+    patched `modules` with whatever platform vLLM resolves (in the image: the
+    Ascend one, through vllm-ascend's installed entry points).
 
     Without the Ascend stack (torch_npu missing, or its native libraries not
     loadable, as in a container without the NPU driver) the plugin cannot load
@@ -111,6 +115,9 @@ def plugin(trees: list[str]) -> list[dict[str, str]]:
         qualname = vllm_ascend.register()
         module, _, attr = str(qualname).rpartition(".")
         platform = getattr(importlib.import_module(module), attr)
+        for name in modules:
+            importlib.import_module(name)
+        from vllm.platforms import current_platform
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
         if top and top not in TREE_PACKAGES:
@@ -127,7 +134,9 @@ def plugin(trees: list[str]) -> list[dict[str, str]]:
     except BaseException as exc:
         return [row("vllm_ascend", FAIL, last_line(exc))]
     return [row("vllm_ascend", PASS, f"platform {platform.__module__}."
-                f"{platform.__qualname__} from {vllm_ascend.__file__}")]
+                f"{platform.__qualname__} from {vllm_ascend.__file__}; "
+                f"{len(modules)} patched modules import with vLLM's platform "
+                f"resolved to {type(current_platform).__name__}")]
 
 
 def _raised_in(exc: BaseException) -> str:
@@ -348,11 +357,19 @@ def _module_for(key: str, calls_expected: bool) -> str:
     return ReasoningParserManager.get_reasoning_parser("deepseek_v4").__module__
 
 
+def _split(args: list[str]) -> tuple[list[str], list[str]]:
+    """TREE... -- MODULE... into the two lists."""
+    if "--" not in args:
+        return args, []
+    at = args.index("--")
+    return args[:at], args[at + 1:]
+
+
 def main(argv: list[str]) -> int:
     step, result_file, args = argv[0], argv[1], argv[2:]
     steps = {"compile": lambda: compile_files(args),
              "import": lambda: import_modules(args),
-             "plugin": lambda: plugin(args),
+             "plugin": lambda: plugin(*_split(args)),
              "golden": lambda: golden(args[0])}
     rows = steps[step]()
     Path(result_file).write_text(json.dumps(rows, ensure_ascii=False), "utf-8")

@@ -184,9 +184,10 @@ def _code_checks(series: Series, patched: list[_Patched], report: VerifyReport) 
             f"{len(modules)} patched vLLM modules import from {vllm.tree.path}"))
     if ascend is not None:
         path = _path_of(vllm, ascend, ascend_first=True)
+        args = [str(p) for p in path] + ["--"] + _modules(vllm.files if vllm else [])
         report.checks.append(_summarize(
             "vllm-ascend plugin",
-            _step(report.python, "plugin", [str(p) for p in path], path), ""))
+            _step(report.python, "plugin", args, path, plugins=True), ""))
         if vllm is not None:
             report.checks.append(_overrides(ascend.tree, _modules(vllm.files)))
     if vllm is not None:
@@ -206,9 +207,16 @@ def _path_of(vllm: _Patched | None, ascend: _Patched | None,
     return [p.tree.path for p in order if p is not None]
 
 
-def _step(python: str, step: str, args: list[str], path: list[Path]) -> list[dict]:
-    """Run one step of target_checks.py; its rows, or one failed row saying why."""
+def _step(python: str, step: str, args: list[str], path: list[Path],
+          plugins: bool = False) -> list[dict]:
+    """Run one step of target_checks.py; its rows, or one failed row saying why.
+
+    Only the plugin step lets vLLM load its installed plugins: elsewhere an empty
+    VLLM_PLUGINS keeps the platform unresolved, so no device stack is touched.
+    """
     env = dict(os.environ)
+    if not plugins:
+        env["VLLM_PLUGINS"] = ""
     env["PYTHONPATH"] = os.pathsep.join(
         [str(p) for p in path] + [v for v in [env.get("PYTHONPATH")] if v])
     # Read-only on the trees, and never a network call for a tokenizer.
