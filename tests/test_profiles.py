@@ -184,3 +184,16 @@ def test_the_cann_version_falls_back_to_version_cfg(tmp_path: Path) -> None:
 ])
 def test_version_specifiers(version: str, spec: str, ok: bool) -> None:
     assert identify.satisfies(version, spec) is ok
+
+
+def test_a_git_clone_of_vllm_is_the_same_image(tmp_path: Path,
+                                               lock_dir: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3-a3", link=True,
+                          git_clone=True)
+
+    report = status(root, lock_dir)
+
+    (vllm, _) = report["trees"]
+    assert vllm["shape"] == "git clone" and vllm["versions"]["git tag"] == "0.13.0"
+    assert vllm["drift"]["differences"] == []
+    assert report["image"]["image"] == "v0.13.0rc3-a3"

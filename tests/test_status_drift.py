@@ -198,3 +198,37 @@ def test_drift_takes_root_and_explicit_trees_win(tmp_path: Path,
     vllm = json.loads(mixed.stdout)["trees"][0]
     assert vllm["path"] == str(other / VLLM)
     assert codes(vllm["differences"]) == {"README.md": "5"}
+
+
+def test_modules_added_by_hand_to_the_base_release_are_not_native(
+        tmp_path: Path) -> None:
+    from dsv4patch import native, series, trees
+
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3", link=True)
+    for rel in ("vllm/tokenizers/deepseek_v4.py",
+                "vllm/reasoning/deepseek_v4_reasoning_parser.py"):
+        (root / VLLM / rel).write_text('NAME = "deepseek_v4"\n')
+    tree = trees.resolve("vllm", root / VLLM)
+
+    # The 0.13.0 tree with hand-added modules is the earlier patch's case.
+    assert native.detect(tree, series.load()) is None
+
+
+def test_another_release_without_a_version_claim_is_recognised_by_its_files(
+        tmp_path: Path) -> None:
+    from dsv4patch import bases, native, series, trees
+
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3", link=True)
+    vllm = root / VLLM
+    (vllm / "vllm/tokenizers/deepseek_v4.py").write_text('MODE = "deepseek_v4"\n')
+    tree = trees.resolve("vllm", vllm)
+    assert native.detect(tree, series.load()) is None
+    sampled = sorted(bases.load("vllm", "0.13.0"))[::bases.SAMPLE_EVERY]
+    for rel in sampled[:bases.OTHER_VERSION_THRESHOLD + 1]:
+        fakeroot.edit(vllm / rel, "# from a later release\n")
+
+    found = native.detect(tree, series.load())
+
+    assert found is not None
+    assert "11 sampled tracked files differ" in found.reason
+    assert found.evidence == ["vllm/tokenizers/deepseek_v4.py"]
