@@ -85,7 +85,7 @@ def run(series: Series, given: dict[str, Path | None],
     with lock.locked([t.path for t in trees], shared=True):
         patched = [p for p in (_file_checks(series, t, report) for t in trees) if p]
         if len(patched) == len(trees):
-            _code_checks(series, patched, report)
+            _code_checks(patched, report)
         else:
             report.checks.append(Check("code", SKIP, "the series is not applied to "
                                        "every tree; nothing to load"))
@@ -151,7 +151,10 @@ def _unpatched(series: Series, tree: Tree) -> str:
 def _leftovers(tree: Tree, files: list[str]) -> Check:
     problems = []
     for rel in files:
-        lines = (tree.path / rel).read_bytes().splitlines()
+        try:
+            lines = (tree.path / rel).read_bytes().splitlines()
+        except OSError:
+            continue  # the hash check names a file that is gone or unreadable
         marked = [n for n, line in enumerate(lines, 1)
                   if line.startswith(CONFLICT_MARKS)]
         if marked:
@@ -169,7 +172,7 @@ def _files(count: int) -> str:
     return f"{count} file" + ("" if count == 1 else "s")
 
 
-def _code_checks(series: Series, patched: list[_Patched], report: VerifyReport) -> None:
+def _code_checks(patched: list[_Patched], report: VerifyReport) -> None:
     by_name = {p.tree.name: p for p in patched}
     vllm, ascend = by_name.get("vllm"), by_name.get("vllm-ascend")
     sources = [str(p.tree.path / rel) for p in patched for rel in p.files

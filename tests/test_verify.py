@@ -21,6 +21,7 @@ from tests.support.trees import REPO
 
 TOOL_PARSER = "vllm/tool_parsers/deepseekv4_tool_parser.py"
 VALUES = "vllm/tool_parsers/deepseekv4_values.py"
+DSML = "vllm/tool_parsers/deepseekv4_dsml.py"
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +90,18 @@ def test_text_report_has_one_line_per_check(tmp_path: Path) -> None:
                            "then verify again\n")
 
 
-def test_syntax_error_names_the_file_and_module(patched: cli.Trees,
-                                               tmp_path: Path) -> None:
+def test_syntax_error_and_lost_file_name_the_file_and_module(
+        patched: cli.Trees, tmp_path: Path) -> None:
     trees = copy_of(patched, tmp_path)
     with open(trees.vllm / VALUES, "a") as f:
         f.write("\ndef broken(:\n    pass\n")
+    (trees.vllm / DSML).unlink()
     code, report, stderr = verify(trees)
 
     assert code == 1
     rows = checks(report)
-    assert rows["vllm hashes"]["problems"] == [VALUES]
+    assert rows["vllm hashes"]["problems"] == [DSML, VALUES]
+    assert f"{trees.vllm / DSML}: FileNotFoundError" in rows["compile"]["detail"]
     assert rows["compile"]["state"] == "fail"
     assert f"{trees.vllm / VALUES}: SyntaxError" in rows["compile"]["detail"]
     assert "vllm.tool_parsers.deepseekv4_values" in rows["import"]["detail"]
