@@ -149,6 +149,16 @@ def test_the_image_pins_come_from_vllm_ascend_requirements() -> None:
     assert "<0.124" in pins["fastapi"]
 
 
+def test_an_unmet_pin_installs_what_the_fake_root_declares() -> None:
+    from tests.support import fakeroot
+
+    assert ci_images.image_requirement("xgrammar", ">=0.1.30") \
+        == f"xgrammar=={fakeroot.PACKAGES['xgrammar']}"
+    assert ci_images.image_requirement("xgrammar", ">=99") == "xgrammar==99"
+    assert ci_images.image_requirement("unlisted", "<2,>=1.5") == "unlisted==1.5"
+    assert ci_images.image_requirement("unlisted", "<2") == "unlisted<2"
+
+
 def test_the_footprint_is_what_the_patches_name() -> None:
     vllm = ci_images.footprint("vllm")
 

@@ -149,6 +149,21 @@ def lowest(specifier: str) -> str | None:
     return None
 
 
+def image_requirement(name: str, specifier: str) -> str:
+    """What to install for a pin the venv does not meet: the version the fake
+    root's package metadata says the image has, so that what `status` reads and
+    what `verify` runs agree; else the oldest release the pin allows."""
+    from packaging.specifiers import SpecifierSet
+
+    from tests.support import fakeroot
+
+    claimed = {key.replace("_", "-"): value for key, value in fakeroot.PACKAGES.items()}
+    version = claimed.get(name)
+    if version is not None and version in SpecifierSet(specifier):
+        return f"{name}=={version}"
+    return f"{name}=={lowest(specifier)}" if lowest(specifier) else f"{name}{specifier}"
+
+
 def pinned_environment(env: dict[str, str],
                        pins: dict[str, str]) -> tuple[str, dict[str, str]]:
     """Check the venv against the image's pins; add what it lacks in an overlay.
@@ -168,8 +183,7 @@ def pinned_environment(env: dict[str, str],
     unmet = {name: spec for name, spec in pins.items()
              if versions[name] is None or versions[name] not in SpecifierSet(spec)}
     if unmet:
-        wanted = [f"{name}=={lowest(spec)}" if lowest(spec) else f"{name}{spec}"
-                  for name, spec in sorted(unmet.items())]
+        wanted = [image_requirement(name, spec) for name, spec in sorted(unmet.items())]
         overlay = CACHE / "ci-images" / ("site-" + "-".join(wanted).replace("=", ""))
         if not (overlay / ".ready").exists():
             shutil.rmtree(overlay, ignore_errors=True)
