@@ -136,8 +136,9 @@ def stored_series(tree: Path, journal: Journal) -> series_mod.Series | None:
     journal older than the copy. Raises JournalDamaged on a bad copy."""
     if not journal.series_copy:
         return None
-    where = workdir(tree) / journal.series_copy
-    if (not isinstance(journal.series_copy, str) or ".." in journal.series_copy
+    name = journal.series_copy
+    where = workdir(tree) / name if isinstance(name, str) else workdir(tree)
+    if (not isinstance(name, str) or ".." in name.split("/")
             or not where.resolve().is_relative_to(workdir(tree).resolve())):
         raise JournalDamaged(f"the journal {path(tree)} names its series copy "
                              f"outside {workdir(tree)}", hint=_DAMAGED_HINT)

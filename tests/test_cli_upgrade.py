@@ -445,3 +445,28 @@ def test_one_tree_upgraded_while_the_other_gets_its_first_apply(
     assert f"vllm ({trees.vllm}): upgraded {OLD} -> {NEW}" in done.stdout
     assert f"vllm-ascend ({trees.ascend}): applied" in done.stdout
     _assert_upgraded(trees, reference)
+
+
+@pytest.mark.parametrize(("older", "newer"), [
+    ("0.0.9", "0.1.0"), ("0.9.1", "0.10.0"), ("0.2.0-rc1", "0.2.0"),
+    ("0.1.0", "0.1.1"), ("1", "1.0.1"),
+])
+def test_series_versions_order_numerically(older: str, newer: str) -> None:
+    from dsv4patch.upgrade import version_key
+
+    assert version_key(older) < version_key(newer)
+    assert version_key("0.1") == version_key("0.1.0")
+
+
+def test_a_series_copy_named_outside_the_work_directory_is_damage(
+        tmp_path: Path, old_series: Path, new_series: Path, lock_dir: Path) -> None:
+    trees = _old_applied(tmp_path, old_series, lock_dir)
+    journal = _journal(trees.vllm)
+    journal["series_copy"] = "../../elsewhere"
+    (trees.vllm / ".dsv4patch" / "journal.json").write_text(json.dumps(journal))
+    before = _full(trees)
+
+    result = cli.run("apply", *trees.args, series=new_series, lock_dir=lock_dir)
+
+    _refused(result, "series copy outside")
+    assert _full(trees) == before
