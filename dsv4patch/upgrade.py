@@ -92,10 +92,6 @@ class UpgradePlan:
     records: list[FileRecord]
     moves: list[FileRecord]
 
-    @property
-    def paths(self) -> list[str]:
-        return [r.path for r in self.moves]
-
 
 def plan(series: Series, tree: Tree, previous: Journal, stage: Stage,
          originals: Stage) -> UpgradePlan:
@@ -119,8 +115,8 @@ def plan(series: Series, tree: Tree, previous: Journal, stage: Stage,
     paths = list(dict.fromkeys([r.path for r in previous.files]
                                + series.footprint(tree.name)))
     current = {rel: sha256(tree.path / rel) for rel in paths}
-    for place in (stage, originals):
-        _put_originals(tree, previous, place)
+    _put_originals(tree, previous, originals)
+    _mirror(originals, stage, paths)
 
     footprint = series.footprint(tree.name)
     version = series.bases[tree.name]["version"]
@@ -159,6 +155,17 @@ def _put_originals(tree: Tree, previous: Journal, stage: Stage) -> None:
         shutil.copy2(backup, target)
     if lost:
         _originals_from_copy(tree, previous, stage, lost)
+
+
+def _mirror(source: Stage, dest: Stage, paths: list[str]) -> None:
+    """Make `dest` hold exactly what `source` holds for `paths`."""
+    for rel in paths:
+        target = dest.root / rel
+        if (source.root / rel).is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source.root / rel, target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def _originals_from_copy(tree: Tree, previous: Journal, stage: Stage,
