@@ -4,7 +4,9 @@ Run as a script, never imported by dsv4patch: `PYTHON target_checks.py STEP
 RESULT_FILE [ARGS...]`. It uses the standard library and the trees on
 PYTHONPATH only, so it works in an interpreter that has neither click nor
 GitPython. Each step writes one JSON list of {name, state, detail} rows to
-RESULT_FILE; vLLM's logger owns stdout, so results never go there.
+RESULT_FILE; vLLM's logger owns stdout, so results never go there. It stays one
+file, longer than the package's other modules, because it must run by path in a
+foreign interpreter with nothing of dsv4patch importable.
 
 Steps:
   compile FILE...      byte-compile each file in memory (nothing written)
