@@ -128,18 +128,27 @@ def _python_and_packages(root: Path, found: Fingerprint) -> None:
     if is_host(root):
         found.python = f"{sys.version_info.major}.{sys.version_info.minor}"
         found.sources["python"] = sys.executable
+    serving: Path | None = None
     for directory in site_dirs(root):
         for meta in sorted([*directory.glob("*.dist-info/METADATA"),
                             *directory.glob("*.egg-info/PKG-INFO")]):
             values = _headers(meta)
             name, version = values.get("name"), values.get("version")
-            if name and version:
-                found.packages.setdefault(normalize(name), version)
-        if found.python is None:
-            match = _PYTHON_DIR.search(str(directory))
-            if match:
-                found.python = match[1]
-                found.sources["python"] = str(directory)
+            if not (name and version):
+                continue
+            found.packages.setdefault(normalize(name), version)
+            if normalize(name) in ("vllm", "vllm-ascend") and serving is None:
+                serving = directory
+    if found.python is not None:
+        return
+    # The Python that serves is the one vLLM is installed in; an image may carry
+    # the distribution's own python3 beside it.
+    for directory in ([serving] if serving else []) + site_dirs(root):
+        match = _PYTHON_DIR.search(str(directory.relative_to(root)))
+        if match:
+            found.python = match[1]
+            found.sources["python"] = "/" + str(directory.relative_to(root))
+            return
 
 
 def _key_values(path: Path) -> dict[str, str]:

@@ -140,8 +140,8 @@ def _score(profile: Profile, found: Fingerprint,
         _equal("SoC", env["soc"], found.soc),
         _equal("python", env["python"], found.python),
     ]
-    for name in profile.trees:
-        evidence.append(_tree(name, counts.get(name)))
+    for name, fields in profile.trees.items():
+        evidence.append(_tree(name, fields["manifest"], counts.get(name)))
     for name, spec in profile.packages.items():
         version = found.packages.get(name)
         verdict = UNKNOWN if version is None else (
@@ -160,8 +160,7 @@ def _equal(item: str, expected: str, found: str | None) -> Evidence:
     return Evidence(item, expected, found, MATCHED if same else DIFFERS)
 
 
-def _tree(name: str, count: TreeCount | None) -> Evidence:
-    expected = "recorded files"
+def _tree(name: str, expected: str, count: TreeCount | None) -> Evidence:
     if count is None or not count.recorded:
         return Evidence(f"{name} tree", expected, None, UNKNOWN)
     found = f"{count.matched} of {count.recorded} files as recorded"

@@ -197,3 +197,20 @@ def test_a_git_clone_of_vllm_is_the_same_image(tmp_path: Path,
     assert vllm["shape"] == "git clone" and vllm["versions"]["git tag"] == "0.13.0"
     assert vllm["drift"]["differences"] == []
     assert report["image"]["image"] == "v0.13.0rc3-a3"
+
+
+def test_the_python_that_serves_is_the_one_vllm_is_installed_in(
+        tmp_path: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3", link=True)
+    # The distribution's own python3, found first by the search order.
+    system = (root / "usr/local/python3.10.12/lib/python3.10/site-packages"
+              / "six-1.16.0.dist-info")
+    system.mkdir(parents=True)
+    (system / "METADATA").write_text("Name: six\nVersion: 1.16.0\n")
+
+    found = fingerprint.read(root)
+
+    assert found.python == "3.11"
+    assert found.packages["six"] == "1.16.0"
+    assert found.packages["torch-npu"] == "2.8.0.post2"
+    assert found.sources["python"] == "/" + fakeroot.PYTHON_DIR
