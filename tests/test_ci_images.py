@@ -20,20 +20,28 @@ VARIANT = "v0.13.0rc3-a3-openeuler"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The local image run of one variant, with a wheel built for this test."""
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--no-build-isolation", "--no-index", "--wheel-dir", str(dist),
                     str(REPO)], check=True, capture_output=True)
-    out = tmp_path_factory.mktemp("out")
-    [wheel] = dist.glob("dsv4patch-*.whl")
+    [built] = dist.glob("dsv4patch-*.whl")
+    return built
+
+
+def local_run(wheel: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, str(REPO / "tools" / "ci_images.py"),
-                             "--variant", VARIANT, "--wheel", str(wheel),
-                             "--out", str(out)],
-                            capture_output=True, text=True, env=env, timeout=600)
-    return {"result": result, "out": out}
+    return subprocess.run([sys.executable, str(REPO / "tools" / "ci_images.py"),
+                           "--variant", VARIANT, "--wheel", str(wheel),
+                           "--out", str(out), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The local image run of one variant, with a wheel built for this test."""
+    out = tmp_path_factory.mktemp("out")
+    return {"result": local_run(wheel, out), "out": out}
 
 
 def test_one_variant_passes_with_one_summary_line(run: dict) -> None:
@@ -100,6 +108,29 @@ def test_assert_status_exits_non_zero_on_a_wrong_document(run: dict) -> None:
     assert good.returncode == 0, good.stderr
     assert bad.returncode == 1
     assert "expected 'not applied'" in bad.stderr
+
+
+def test_a_variant_that_fails_gives_a_failed_line_and_exit_1(
+        wheel: Path, tmp_path: Path) -> None:
+    pristine = tmp_path / "pristine"
+    pristine.mkdir()
+    for tree in ("vllm", "vllm-ascend"):
+        subprocess.run(["cp", "-al", str(trees.pristine_tree(tree)),
+                        str(pristine / tree)], check=True)
+    edited = pristine / "vllm" / "vllm" / "entrypoints" / "openai" / "serving_chat.py"
+    text = edited.read_text()
+    edited.unlink()  # not through the link into the real pristine tree
+    edited.write_text(text + "# a local edit\n")
+
+    result = local_run(wheel, tmp_path / "out", "--pristine", str(pristine))
+
+    assert result.returncode == 1
+    [summary] = [line for line in result.stdout.splitlines()
+                 if line.startswith(VARIANT)]
+    assert summary.split()[:3] == [VARIANT, "FAILED", "-"]
+    assert "check exited 1" in result.stderr
+    log = (tmp_path / "out" / f"{VARIANT}.log").read_text()
+    assert "vllm/entrypoints/openai/serving_chat.py" in log
 
 
 @pytest.fixture

@@ -185,13 +185,8 @@ def pinned_environment(env: dict[str, str],
     if unmet:
         wanted = [image_requirement(name, spec) for name, spec in sorted(unmet.items())]
         overlay = CACHE / "ci-images" / ("site-" + "-".join(wanted).replace("=", ""))
-        if not (overlay / ".ready").exists():
-            shutil.rmtree(overlay, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                            "--disable-pip-version-check", "--no-deps", "--target",
-                            str(overlay), "-c", str(REPO / "tools" / "constraints.txt"),
-                            *wanted], check=True)
-            (overlay / ".ready").touch()
+        if not overlay.is_dir():
+            _install_overlay(overlay, wanted)
         env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [
             str(overlay), env.get("PYTHONPATH")])))
         python, versions = installed(env)
@@ -205,6 +200,25 @@ def pinned_environment(env: dict[str, str],
             raise SystemExit(f"{name} {versions[name]} does not meet the image's "
                              f"{spec}")
     return f"Python {python}, " + ", ".join(described), env
+
+
+def _install_overlay(overlay: Path, wanted: list[str]) -> None:
+    """Install `wanted` into a scratch directory, then rename it into place: a
+    run that starts meanwhile never sees a half-installed overlay."""
+    overlay.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{overlay.name}.", dir=overlay.parent))
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                        "--disable-pip-version-check", "--no-deps", "--target",
+                        str(scratch), "-c", str(REPO / "tools" / "constraints.txt"),
+                        *wanted], check=True)
+        scratch.chmod(0o755)
+        scratch.rename(overlay)
+    except OSError:
+        if not overlay.is_dir():  # not another run's overlay that won the race
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # --- the wheel ----------------------------------------------------------------------
@@ -430,14 +444,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "build" / "ci-images",
                         help="status documents and logs [build/ci-images]")
     parser.add_argument("--keep", action="store_true", help="keep the fake roots")
+    parser.add_argument("--pristine", type=Path, default=CACHE / "pristine",
+                        help="the pristine trees [$DSV4PATCH_CACHE/pristine]")
     args = parser.parse_args(argv)
     if args.command == "assert-status":
         return assert_status(args.file, args.state, args.variant)
-    return run(args.variant or list(VARIANTS), args.wheel, args.out, args.keep)
+    return run(args.variant or list(VARIANTS), args.wheel, args.out, args.keep,
+               args.pristine)
 
 
-def run(variants: list[str], wheel: Path | None, out: Path, keep: bool) -> int:
-    pristine = CACHE / "pristine"
+def run(variants: list[str], wheel: Path | None, out: Path, keep: bool,
+        pristine: Path) -> int:
     if not all((pristine / tree).is_dir() for tree in TREES):
         raise SystemExit(f"no pristine trees in {pristine}: run `make pristine` first")
     sys.path.insert(0, str(REPO))  # tests.support.fakeroot
