@@ -105,9 +105,9 @@ def image_text(image: Identification, root: str) -> list[str]:
 
 
 def _drift_lines(tree: TreeDrift) -> list[str]:
-    lines = [f"drift of {tree.name} against {tree.base}: {tree.checked} files "
-             f"checked, {len(tree.series_changes)} changed by this series, "
-             f"{len(tree.differences)} foreign"]
+    lines = [f"drift of {tree.name} ({tree.path}) against {tree.base}: "
+             f"{tree.checked} files checked, {len(tree.series_changes)} changed by "
+             f"this series, {len(tree.differences)} foreign"]
     shown = tree.differences[:DRIFT_SHOWN]
     for diff in shown:
         mark = "BLOCKING" if diff.blocking else "warning"
@@ -122,17 +122,7 @@ def _drift_lines(tree: TreeDrift) -> list[str]:
 
 
 def drift_text(report: DriftReport) -> str:
-    lines = []
-    for tree in report.trees:
-        lines.append(f"{tree.name} ({tree.path}) against {tree.base}: {tree.checked} "
-                     f"files checked, {tree.expected_patched} patched as recorded, "
-                     f"{len(tree.differences)} differ")
-        if tree.variants:
-            lines.append(f"  consistent with: {', '.join(tree.variants)}")
-        for diff in tree.differences:
-            mark = "BLOCKING" if diff.blocking else "warning"
-            lines.append(f"  {diff.code:<8} {mark:<8} {diff.path}")
-    return "\n".join(lines)
+    return "\n".join(line for tree in report.trees for line in _drift_lines(tree))
 
 
 def verify_text(report: VerifyReport) -> str:

@@ -90,6 +90,8 @@ def _tree(series: Series, tree: Tree, scan: dict[str, str]) -> TreeStatus:
         # Another release: a file-by-file list against 0.13.0 would say nothing.
         status.state, status.native = "not needed", found.reason
         return status
+    # TODO(dsv4patch): compare with the matched profile's manifest once profiles
+    # of one series name different trees; remove when a second base is recorded.
     status.drift = drift_mod.compare(series, tree, scan)
     try:
         journal = journal_mod.read(tree.path, series.footprint(tree.name))
