@@ -7,7 +7,8 @@ then check, apply, verify, status --json, revert and status --json with --root, 
 the same assertions the workflow makes. One summary line per variant; exit 1 if any
 variant fails.
 
-    python tools/ci_images.py [--variant NAME ...] [--wheel PATH] [--out DIR] [--keep]
+    python tools/ci_images.py [--variant NAME ...] [--wheel PATH] [--out DIR]
+                              [--pristine DIR] [--keep]
     python tools/ci_images.py assert-status --state applied|pristine --variant NAME FILE
 
 `assert-status` needs only the standard library: the workflow runs it in the images.
@@ -440,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("file", type=Path)
     parser.add_argument("--variant", action="append", choices=VARIANTS,
                         help="run only this variant (repeatable); default all four")
-    parser.add_argument("--wheel", type=Path, help="default: the newest dist/*.whl")
+    parser.add_argument("--wheel", type=Path,
+                        help="default: make wheel's dist/dsv4patch-VERSION-*.whl")
     parser.add_argument("--out", type=Path, default=REPO / "build" / "ci-images",
                         help="status documents and logs [build/ci-images]")
     parser.add_argument("--keep", action="store_true", help="keep the fake roots")
