@@ -20,7 +20,7 @@ import re
 import sys
 import sysconfig
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from dsv4patch.profiles import normalize, soc_family
 
@@ -38,6 +38,8 @@ BUILD_INFO = "vllm_ascend/_build_info.py"
 _PYTHON_DIR = re.compile(r"python(3\.\d+)")
 _DEVICE_TYPE = re.compile(r"""^__device_type__\s*=\s*['"]_?(\w+)['"]""", re.M)
 _RUNNING_VERSION = re.compile(r"\[(\d[\w.]*)")
+# Symlinks followed inside a root before giving up (a loop ends here).
+MAX_LINKS = 40
 
 
 @dataclass
@@ -67,23 +69,48 @@ def is_host(root: Path) -> bool:
     return root.resolve() == Path("/")
 
 
+def inside(root: Path, rel: str) -> Path:
+    """`rel` under `root`, following symlinks as if `root` were `/`: an image's
+    `/etc/os-release -> /usr/lib/os-release` must not read the host's file."""
+    parts = list(PurePosixPath(rel).parts)
+    current, hops = root, 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("/", ".", ""):
+            continue
+        if part == "..":
+            current = current.parent if current != root else root
+            continue
+        candidate = current / part
+        if not candidate.is_symlink() or hops >= MAX_LINKS:
+            current = candidate
+            continue
+        hops += 1
+        target = PurePosixPath(os.readlink(candidate))
+        if target.is_absolute():
+            current, parts = root, [*target.parts[1:], *parts]
+        else:
+            parts = [*target.parts, *parts]
+    return current
+
+
 def _os_release(root: Path, found: Fingerprint) -> None:
     for rel in ("etc/os-release", "usr/lib/os-release"):
-        values = _key_values(root / rel)
+        values = _key_values(inside(root, rel))
         if values:
             found.os_id = values.get("ID", "").lower() or None
             found.os_version = values.get("VERSION_ID") or None
-            found.sources["os"] = f"/{rel}"
+            found.sources["os"] = str(inside(root, rel))
             return
 
 
 def _cann(root: Path, found: Fingerprint) -> None:
-    toolkit = root / TOOLKIT
+    toolkit = inside(root, TOOLKIT)
     for info in sorted(toolkit.glob("*-linux/ascend_toolkit_install.info")):
         version = _key_values(info).get("version")
         if version:
             found.cann = version
-            found.sources["cann"] = "/" + str(info.relative_to(root))
+            found.sources["cann"] = str(info)
             return
     values = _key_values(toolkit / "version.cfg")
     version = values.get("version")
@@ -92,7 +119,7 @@ def _cann(root: Path, found: Fingerprint) -> None:
         version = match[1] if match else None
     if version:
         found.cann = version
-        found.sources["cann"] = f"/{TOOLKIT}/version.cfg"
+        found.sources["cann"] = str(toolkit / "version.cfg")
 
 
 def _soc(root: Path, ascend_tree: Path | None, found: Fingerprint) -> None:
@@ -147,7 +174,7 @@ def _python_and_packages(root: Path, found: Fingerprint) -> None:
         match = _PYTHON_DIR.search(str(directory.relative_to(root)))
         if match:
             found.python = match[1]
-            found.sources["python"] = "/" + str(directory.relative_to(root))
+            found.sources["python"] = str(directory)
             return
 
 

@@ -213,4 +213,25 @@ def test_the_python_that_serves_is_the_one_vllm_is_installed_in(
     assert found.python == "3.11"
     assert found.packages["six"] == "1.16.0"
     assert found.packages["torch-npu"] == "2.8.0.post2"
-    assert found.sources["python"] == "/" + fakeroot.PYTHON_DIR
+    assert found.sources["python"] == str(root / fakeroot.PYTHON_DIR)
+
+
+def test_absolute_symlinks_in_a_root_stay_inside_it(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "usr/lib").mkdir(parents=True)
+    (root / "usr/lib/os-release").write_text('ID="openEuler"\nVERSION_ID="24.03"\n')
+    (root / "etc").mkdir()
+    (root / "etc/os-release").symlink_to("/usr/lib/os-release")
+    toolkit = root / "usr/local/Ascend/ascend-toolkit"
+    (toolkit / "8.5.1/x86_64-linux").mkdir(parents=True)
+    (toolkit / "8.5.1/x86_64-linux/ascend_toolkit_install.info").write_text(
+        "version=8.5.1\n")
+    (toolkit / "latest").symlink_to("/usr/local/Ascend/ascend-toolkit/8.5.1")
+    (root / "loop").symlink_to("/loop")
+
+    found = fingerprint.read(root)
+
+    assert (found.os_id, found.os_version, found.cann) == ("openeuler", "24.03",
+                                                           "8.5.1")
+    assert found.sources["os"] == str(root / "usr/lib/os-release")
+    assert fingerprint.inside(root, "loop/etc") == root / "loop" / "etc"
