@@ -69,7 +69,8 @@ def stages(instructions: list[Instruction], build_args: dict[str, str]) \
     for instruction in instructions:
         if instruction.keyword == "FROM":
             break
-        assert instruction.keyword == "ARG", f"line {instruction.line}: only ARG may precede FROM"
+        assert instruction.keyword == "ARG", \
+            f"line {instruction.line}: only ARG may precede FROM"
         name, _, default = instruction.arguments.partition("=")
         values[name] = build_args.get(name, default)
     found = []
@@ -134,7 +135,8 @@ def test_every_stage_builds_on_the_base_given(instructions: list[Instruction],
     assert [image for image, _ in stages(instructions, {"BASE": base})] == [base, base]
 
 
-def test_the_default_base_is_the_a2_ubuntu_image(instructions: list[Instruction]) -> None:
+def test_the_default_base_is_the_a2_ubuntu_image(
+        instructions: list[Instruction]) -> None:
     assert {image for image, _ in stages(instructions, {})} == {BASES[0]}
 
 
@@ -150,7 +152,8 @@ def test_every_copy_source_is_in_the_build_context(
             continue
         for source in sources:
             matches = [p for p in REPO.glob(source.rstrip("/")) if p.exists()]
-            assert matches, f"line {instruction.line}: {source} is not in the repository"
+            assert matches, \
+                f"line {instruction.line}: {source} is not in the repository"
             for match in matches:
                 rel = match.relative_to(REPO).as_posix()
                 assert not ignored(rel, patterns), \
