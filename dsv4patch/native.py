@@ -47,7 +47,6 @@ class Native:
 
 def detect(tree: Tree, series: Series | None = None) -> Native | None:
     """Say why `tree` supports DeepSeek-V4 natively, or None."""
-    series = series or series_mod.load()
     if tree.name == "vllm-ascend":
         found = sorted(str(p.relative_to(tree.path))
                        for p in tree.path.glob(ASCEND_PATCHES))
@@ -56,6 +55,7 @@ def detect(tree: Tree, series: Series | None = None) -> Native | None:
                           f"DeepSeek-V4 at runtime ({', '.join(found[:3])})", found)
         return None
 
+    series = series or series_mod.load()
     foreign = _foreign_modules(series, tree)
     if not foreign:
         return None
