@@ -27,7 +27,12 @@ SUFFIX = ".gitblob"
 SKIP_DIRS = ("__pycache__", ".git", ".dsv4patch", "*.egg-info", "*.dist-info",
              ".pytest_cache", ".mypy_cache")
 # Skipped only at the top of a tree: vllm-ascend tracks a csrc/.../build/ dir.
-SKIP_TOP = ("build/", "dist/", "rust/target/", ".deps/")
+# Its csrc/build_aclnn.sh checks out the catlass submodule, builds the custom
+# operators in csrc/ and installs them under vllm_ascend/_cann_ops_custom/, whose
+# only tracked file is a .gitkeep beside vendors/.
+SKIP_TOP = ("build/", "dist/", "rust/target/", ".deps/", "csrc/build/",
+            "csrc/build_out/", "csrc/output/", "csrc/third_party/catlass/",
+            "vllm_ascend/_cann_ops_custom/vendors/")
 SKIP_FILES = ("*.pyc", "*.pyo", "*.so", "_version.py", ".DS_Store")
 # Written by an install into the tree itself: vllm-ascend's setup.py records the
 # device type it was built for here (fingerprint.py reads it as SoC evidence).
@@ -51,9 +56,20 @@ def manifest_path(tree: str, version: str) -> Path:
 
 
 def blob(path: Path) -> str | None:
-    """The git blob hash of a file (of a symlink's target text), None if absent."""
+    """The git blob hash of a file (of a symlink's target text), None if absent.
+
+    Anything else git cannot record (a directory, a named pipe, a device) hashes
+    as "": it is there and matches no recorded blob, and a pipe is never opened,
+    which would wait for a writer forever.
+    """
     try:
-        data = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            data = os.readlink(path).encode()
+        elif stat.S_ISREG(st.st_mode):
+            data = path.read_bytes()
+        else:
+            return ""
     except FileNotFoundError:
         return None
     header = f"blob {len(data)}\0".encode()

@@ -337,11 +337,12 @@ def tree_differences(pristine: Path, copy: Path, laid: Laid) -> list[str]:
 def build_root(variant: str, root: Path, pristine: Path) -> dict[str, Laid]:
     """A fake root of `variant` laid out like the image: os-release, CANN, package
     metadata, the SoC in vllm-ascend's build info, vLLM a git clone tagged
-    v0.13.0, and the pristine trees at ROOT/vllm-workspace."""
+    v0.13.0, the pristine trees at ROOT/vllm-workspace and what the image's
+    builds leave in them (fakeroot.RESIDUE), which the assertions must pass."""
     from tests.support import fakeroot
 
     fakeroot.build(root, variant, pristine / "vllm", pristine / "vllm-ascend",
-                   link=True, git_clone=True)
+                   link=True, git_clone=True, residue=True)
     return {tree: copy_written(pristine / tree, root / "vllm-workspace" / tree,
                                footprint(tree))
             for tree in TREES}

@@ -40,17 +40,38 @@ PACKAGES = {
     "xgrammar": "0.1.32", "triton_ascend": "3.2.0", "numpy": "1.26.4",
     "torchvision": "0.23.0",
 }
+# What the image's editable installs leave inside the trees, none of it tracked:
+# setuptools_scm's version files and egg-info for both; for vllm-ascend also the
+# compiled extension, the catlass submodule csrc/build_aclnn.sh checks out, the
+# custom operators it builds under csrc/ and installs into _cann_ops_custom, and
+# CMake's build and FetchContent directories.
+RESIDUE = {
+    "vllm": ("vllm/_version.py", "vllm.egg-info/PKG-INFO"),
+    "vllm-ascend": (
+        "vllm_ascend/_version.py", "vllm_ascend.egg-info/PKG-INFO",
+        "vllm_ascend/vllm_ascend_C.cpython-311-aarch64-linux-gnu.so",
+        "vllm_ascend/_cann_ops_custom/vendors/config.ini",
+        "vllm_ascend/_cann_ops_custom/vendors/vllm-ascend/op_api/include/"
+        "aclnn_lightning_indexer.h",
+        "csrc/third_party/catlass/include/catlass/catlass.hpp",
+        "csrc/build/CMakeCache.txt", "csrc/build_out/version.info",
+        "csrc/output/cann-ops-transformer-custom_linux-aarch64.run",
+        "build/temp.linux-aarch64-cpython-311/CMakeCache.txt",
+        ".deps/pybind11-src/CMakeLists.txt",
+    ),
+}
 
 
 def build(root: Path, variant: str, vllm_tree: Path | None = None,
           ascend_tree: Path | None = None, *, link: bool = False,
-          git_clone: bool = False) -> Path:
+          git_clone: bool = False, residue: bool = False) -> Path:
     """Write a fake `variant` image under `root` and return `root`.
 
     The trees default to the pristine ones. `link=True` hard-links their files
     instead of copying (for roots nothing writes into: a write through a link
     would change the pristine tree); `git_clone=True` makes vLLM a git repository
-    tagged v0.13.0, as the image's depth-1 clone is.
+    tagged v0.13.0, as the image's depth-1 clone is. `residue=True` adds what the
+    image's builds leave in the trees (RESIDUE).
     """
     image = IMAGES[variant]
     root.mkdir(parents=True, exist_ok=True)
@@ -69,6 +90,12 @@ def build(root: Path, variant: str, vllm_tree: Path | None = None,
         f"# Auto-generated file\n__device_type__ = '{image['device']}'\n")
     if git_clone:
         _git_tag(vllm, "v0.13.0")
+    if residue:
+        for tree, rels in RESIDUE.items():
+            for rel in rels:
+                path = workspace / tree / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _replace(path, f"# left by the image's build: {rel}\n")
     return root
 
 
