@@ -6,14 +6,22 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
+
+
+# What sha256() gives for a directory, pipe or device: no digest ever equals it.
+NOT_A_FILE = "not a regular file"
 
 
 def sha256(path: Path) -> str | None:
     """Return the file's sha256, or None when it does not exist."""
     digest = hashlib.sha256()
     try:
+        # Opening a named pipe would wait for a writer forever.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return NOT_A_FILE
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)

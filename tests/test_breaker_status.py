@@ -1,0 +1,57 @@
+"""Status, drift and check on trees holding things git never records: a directory
+where a tracked file was, a named pipe, odd file names."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.support import cli, fakeroot
+from tests.support.fixtures import fixture_lock_dir  # noqa: F401
+
+VLLM = "vllm-workspace/vllm"
+
+
+def _json(result) -> dict:
+    return json.loads(result.stdout)
+
+
+def test_a_directory_where_a_touched_file_was_is_drift_not_a_crash(
+        tmp_path: Path, lock_dir: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3", link=True)
+    envs = root / VLLM / "vllm" / "envs.py"
+    envs.unlink()
+    envs.mkdir()
+    (envs / "inner.py").write_text("x = 1\n")
+
+    status = cli.run("status", "--json", "--root", str(root), lock_dir=lock_dir)
+    drift = cli.run("drift", "--json", "--root", str(root), lock_dir=lock_dir)
+    check = cli.run("check", "--root", str(root), lock_dir=lock_dir)
+
+    assert status.returncode == 0, status.stderr
+    (vllm,) = [t for t in _json(status)["trees"] if t["name"] == "vllm"]
+    found = {d["path"]: d["code"] for d in vllm["drift"]["differences"]}
+    assert found["vllm/envs.py"] == "missing"
+    assert found["vllm/envs.py/inner.py"] == "added"
+    assert drift.returncode == 1, drift.stderr
+    assert check.returncode == 1 and "Internal error" not in check.stderr
+    assert "vllm/envs.py" in check.stdout + check.stderr
+
+
+def test_a_named_pipe_in_a_tree_is_not_read(tmp_path: Path, lock_dir: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3", link=True)
+    os.mkfifo(root / VLLM / "vllm" / "pipe.py")
+    envs = root / VLLM / "vllm" / "envs.py"
+    envs.unlink()
+    os.mkfifo(envs)
+
+    status = cli.run("status", "--json", "--root", str(root), lock_dir=lock_dir)
+    check = cli.run("check", "--root", str(root), lock_dir=lock_dir)
+
+    assert status.returncode == 0, status.stderr
+    (vllm,) = [t for t in _json(status)["trees"] if t["name"] == "vllm"]
+    found = {d["path"]: d["code"] for d in vllm["drift"]["differences"]}
+    assert found["vllm/pipe.py"] == "added"
+    assert found["vllm/envs.py"].startswith("5")
+    assert check.returncode == 1 and "Internal error" not in check.stderr
