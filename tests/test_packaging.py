@@ -155,3 +155,13 @@ def test_installed_check_apply_and_verify(installed: Path, tmp_path: Path) -> No
     assert verified.returncode == 0, verified.stdout + verified.stderr
     rows = {c["name"]: c for c in json.loads(verified.stdout)["checks"]}
     assert rows["golden"]["state"] == rows["import"]["state"] == "pass"
+
+
+def test_the_build_requires_a_setuptools_that_reads_the_license_string() -> None:
+    # project.license as a plain SPDX string is read from setuptools 77 on; older
+    # ones reject the whole pyproject.toml, so a base whose setuptools satisfies
+    # a lower floor could not build the wheel.
+    assert isinstance(PYPROJECT["project"]["license"], str)
+    floors = [req.split(">=", 1)[1] for req in PYPROJECT["build-system"]["requires"]
+              if req.startswith("setuptools>=")]
+    assert floors and int(floors[0].split(".")[0]) >= 77, floors
