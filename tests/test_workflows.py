@@ -20,9 +20,15 @@ IMAGES = [f"quay.io/ascend/vllm-ascend:{tag}" for tag in (
 
 
 def lint(path: Path) -> subprocess.CompletedProcess[str]:
+    """What `make lint-workflows` runs: the schema, then the references."""
     if not LINTER.exists():
         pytest.fail(f"{LINTER} is missing: `make lint-workflows` installs it")
-    return subprocess.run([str(LINTER), "--builtin-schema", "vendor.github-workflows",
+    schema = subprocess.run([str(LINTER), "--builtin-schema",
+                             "vendor.github-workflows", str(path)],
+                            capture_output=True, text=True)
+    if schema.returncode != 0:
+        return schema
+    return subprocess.run([sys.executable, str(REPO / "tools" / "lint_workflows.py"),
                            str(path)], capture_output=True, text=True)
 
 
@@ -42,6 +48,11 @@ def test_the_workflow_passes_the_lint() -> None:
     ("contents: read", "contents: readonly"),
     ("      - uses: actions/checkout@v4", "      - use: actions/checkout@v4"),
     ("    steps:", "    steps: {}\n    not-steps:"),
+    # Past the schema: references it cannot follow.
+    ("  tests:\n", "  tests:\n    needs: imgae\n"),
+    ("--variant \"${{ matrix.variant }}\" status.json",
+     "--variant \"${{ matrix.varaint }}\" status.json"),
+    ("uses: actions/upload-artifact@v4", "uses: actions/upload-artifact"),
 ])
 def test_the_lint_fails_on_a_broken_copy(tmp_path: Path, original: str,
                                          broken: str) -> None:
@@ -53,6 +64,17 @@ def test_the_lint_fails_on_a_broken_copy(tmp_path: Path, original: str,
     result = lint(copy)
 
     assert result.returncode != 0, result.stdout
+
+
+def test_the_lint_fails_on_a_job_without_steps(tmp_path: Path) -> None:
+    text = WORKFLOW.read_text()
+    job = text.index("\n  tests:\n")
+    copy = tmp_path / "images.yml"
+    copy.write_text(text[:text.index("    steps:\n", job)])
+
+    result = lint(copy)
+
+    assert result.returncode != 0 and "no steps" in result.stderr, result.stdout
 
 
 def test_the_matrix_names_exactly_the_four_images(workflow: dict) -> None:
