@@ -1,6 +1,7 @@
 """The Makefile's set-up stamps: a clone reuses a cache that another clone of the
 same state built (as .ci/run on a clean clone does), and rebuilds the venv only
-when what it is built from changes. Run with `make -n`, so nothing is installed."""
+when what it is built from changes; run with `make -n`, so nothing is installed.
+And `make wheel` in a copy of the checkout, which packs only what is there now."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import os
 import shutil
 import subprocess
 import time
+import zipfile
 from pathlib import Path
+
+import pytest
 
 from tests.support import trees
 
@@ -66,3 +70,25 @@ def test_changed_constraints_rebuild_the_venv(tmp_path: Path) -> None:
         handle.write("# another pin\n")
 
     assert _installs(_plan(second, cache, "venv"))
+
+
+def test_make_wheel_leaves_out_what_an_earlier_build_left(tmp_path: Path) -> None:
+    # setuptools packs whatever build/lib holds: a module or patch dropped from
+    # the checkout since the last build would still ship.
+    clone = _clone(tmp_path / "clone")
+    shutil.copy(trees.REPO / "README.md", clone / "README.md")
+    for package in ("dsv4patch", "patches"):
+        shutil.copytree(trees.REPO / package, clone / package,
+                        ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    stale = clone / "build" / "lib" / "dsv4patch" / "patches" / "0099-dropped.patch"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("dropped from the series\n")
+    if _installs(_plan(clone, trees.CACHE, "wheel")):
+        pytest.fail(f"the venv in {trees.CACHE} is not set up: run `make venv`")
+
+    subprocess.run(["make", "-C", str(clone), "wheel"], check=True, capture_output=True,
+                   env={**os.environ, "DSV4PATCH_CACHE": str(trees.CACHE)})
+
+    [wheel] = (clone / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert not [n for n in archive.namelist() if "0099-dropped" in n]
