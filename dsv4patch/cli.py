@@ -60,13 +60,20 @@ def trees(command: Callable[..., Any]) -> Callable[..., Any]:
     def with_root(*args: Any, root: Path | None, **kwargs: Any) -> Any:
         # --root beats the environment; an explicit tree option beats --root.
         click.get_current_context().meta[ROOT_KEY] = root
+        if root is not None and not root.is_dir():
+            # A mistyped root would otherwise read no environment and say so
+            # only as "unknown" evidence when both trees are named explicitly.
+            problem = "is not a directory" if root.exists() else "does not exist"
+            _output["json"] = kwargs.get("as_json", False)
+            raise PatchError(f"the root {root} {problem}",
+                             hint="name a mounted image filesystem with --root PATH")
         if root is not None:
             for key, name in (("vllm", "vllm"), ("vllm_ascend", "vllm-ascend")):
                 kwargs[key] = kwargs[key] or root / "vllm-workspace" / name
         return command(*args, **kwargs)
 
     wrapped = click.option(
-        "--root", type=click.Path(path_type=Path, file_okay=False),
+        "--root", type=click.Path(path_type=Path),
         help="Inspect the image filesystem mounted here: trees default to "
         "ROOT/vllm-workspace/*, status reads the environment under it [/]")(with_root)
     wrapped = click.option("--vllm-ascend", "vllm_ascend", type=TREE_PATH,

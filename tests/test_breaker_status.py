@@ -55,3 +55,21 @@ def test_a_named_pipe_in_a_tree_is_not_read(tmp_path: Path, lock_dir: Path) -> N
     assert found["vllm/pipe.py"] == "added"
     assert found["vllm/envs.py"].startswith("5")
     assert check.returncode == 1 and "Internal error" not in check.stderr
+
+
+def test_a_root_that_is_missing_or_a_file_is_refused_even_with_explicit_trees(
+        tmp_path: Path, lock_dir: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3", link=True)
+    trees = ["--vllm", str(root / VLLM),
+             "--vllm-ascend", str(root / "vllm-workspace/vllm-ascend")]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+
+    missing = cli.run("status", "--json", "--root", str(tmp_path / "typo"), *trees,
+                      lock_dir=lock_dir)
+    not_dir = cli.run("status", "--json", "--root", str(a_file), lock_dir=lock_dir)
+
+    assert missing.returncode == 1
+    assert "does not exist" in _json(missing)["error"]
+    assert not_dir.returncode == 1
+    assert "is not a directory" in _json(not_dir)["error"]

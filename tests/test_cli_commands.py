@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,22 +182,35 @@ def test_usage_errors_exit_2(full_series: Path) -> None:
     assert cli.run("no-such-command", series=full_series).returncode == 2
 
 
-def test_internal_errors_exit_3_with_a_log(tmp_path: Path,
-                                           full_series: Path) -> None:
+# A fault nothing in the tool plans for: every odd file a tree can hold is
+# refused cleanly, so the fault is injected into the running command.
+CRASH = """
+import sys
+from dsv4patch import cli, status
+def fault(*args, **kwargs):
+    raise IsADirectoryError(21, "Is a directory", "vllm/envs.py")
+status.run = fault
+sys.argv = ["dsv4patch", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def crash(args: list[str], log_dir: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(cli.trees.REPO),
+           "DSV4PATCH_LOG_DIR": log_dir}
+    return subprocess.run([sys.executable, "-c", CRASH, "status", *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_internal_errors_exit_3_with_a_log(tmp_path: Path) -> None:
     trees = cli.make_trees("plain", tmp_path)
-    # A directory where the series expects a file is nothing the code plans for.
-    rel = cli.paths_of((full_series / "9002-test-ascend.patch").read_bytes())[0]
-    (trees.ascend / rel).unlink()
-    (trees.ascend / rel).mkdir()
-    result = cli.run("apply", *trees.args, series=full_series,
-                     env={"DSV4PATCH_LOG_DIR": str(tmp_path)})
+    result = crash(trees.args, str(tmp_path))
     assert result.returncode == 3
     log = Path(result.stderr.strip().split(" is in ")[-1])
     assert log.parent == tmp_path and "IsADirectoryError" in log.read_text()
 
     # An unusable log directory falls back to the temp directory, still exit 3.
-    fallback = cli.run("apply", *trees.args, series=full_series,
-                       env={"DSV4PATCH_LOG_DIR": "/nonexistent/x"})
+    fallback = crash(trees.args, "/nonexistent/x")
     assert fallback.returncode == 3 and "Traceback" not in fallback.stderr
     Path(fallback.stderr.strip().split(" is in ")[-1]).unlink()
 
