@@ -6,6 +6,9 @@ names no matrix key, or an action used without a version all pass it and fail
 only on GitHub. This checks those four, on the files named.
 
     python tools/lint_workflows.py .github/workflows/*.yml
+
+It reads YAML with ruamel.yaml, which check-jsonschema brings: the lint runs before
+anything else is installed in the venv.
 """
 
 from __future__ import annotations
@@ -14,9 +17,18 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML
 
 MATRIX_REF = re.compile(r"\bmatrix\.([A-Za-z_][\w-]*)")
+
+
+def strings(node: object) -> list[str]:
+    """Every string in a parsed YAML node, keys and values."""
+    if isinstance(node, dict):
+        return [s for key, value in node.items() for s in strings(key) + strings(value)]
+    if isinstance(node, list):
+        return [s for item in node for s in strings(item)]
+    return [node] if isinstance(node, str) else []
 
 
 def problems(workflow: dict) -> list[str]:
@@ -40,7 +52,8 @@ def problems(workflow: dict) -> list[str]:
         for entry in (matrix.get("include") or []) if isinstance(matrix, dict) else []:
             keys |= set(entry) if isinstance(entry, dict) else set()
         keys -= {"include", "exclude"}
-        for key in sorted(set(MATRIX_REF.findall(yaml.safe_dump(job))) - keys):
+        used = {key for text in strings(job) for key in MATRIX_REF.findall(text)}
+        for key in sorted(used - keys):
             found.append(f"{name}: matrix.{key} is not a key of its matrix")
 
         for step in job.get("steps") or []:
@@ -54,7 +67,7 @@ def problems(workflow: dict) -> list[str]:
 def main(paths: list[str]) -> int:
     failed = 0
     for path in paths:
-        for problem in problems(yaml.safe_load(Path(path).read_text())):
+        for problem in problems(YAML(typ="safe").load(Path(path).read_text())):
             print(f"{path}: {problem}", file=sys.stderr)
             failed = 1
     return failed
