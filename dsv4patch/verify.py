@@ -74,7 +74,8 @@ def target_python(given: Path | None) -> str:
         raise PatchError(f"the target Python {chosen} is not an executable file",
                          hint="name the image's interpreter with --python PATH or "
                          "$DSV4PATCH_PYTHON")
-    return chosen
+    # The checks run in a scratch directory, where a relative path means nothing.
+    return os.path.abspath(chosen)
 
 
 def run(series: Series, given: dict[str, Path | None],

@@ -190,6 +190,21 @@ def test_missing_target_python_is_refused(patched: cli.Trees, tmp_path: Path) ->
     assert "--python PATH or $DSV4PATCH_PYTHON" in done.stderr
 
 
+def test_a_relative_target_python_is_taken_from_the_callers_directory(
+        patched: cli.Trees) -> None:
+    # The checks run in a scratch directory: a relative path must not be
+    # looked up there.
+    here = Path(sys.executable).parent
+    done = subprocess.run(
+        [sys.executable, "-m", "dsv4patch", "verify", *patched.args, "--json",
+         "--python", f"./{Path(sys.executable).name}"],
+        cwd=here, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["python"] == str(here / Path(sys.executable).name)
+
+
 def plugin_step(trees: cli.Trees, extra_path: Path, tmp_path: Path) -> dict:
     """target_checks.py's plugin step alone, as verify runs it."""
     out = tmp_path / "rows.json"
