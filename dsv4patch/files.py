@@ -38,9 +38,15 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# The suffix of write_atomic's scratch file, which a SIGKILL before its rename
+# leaves behind; journal.prepare() removes such leftovers.
+ATOMIC_SUFFIX = ".dsv4patch-tmp"
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that a crash leaves the old or the new file."""
-    fd, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, scratch = tempfile.mkstemp(prefix=f".{path.name}.", suffix=ATOMIC_SUFFIX,
+                                   dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

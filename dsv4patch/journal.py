@@ -24,7 +24,7 @@ from pathlib import Path
 from dsv4patch import __version__
 from dsv4patch import series as series_mod
 from dsv4patch.errors import PatchError
-from dsv4patch.files import fsync_dir, write_atomic
+from dsv4patch.files import ATOMIC_SUFFIX, fsync_dir, write_atomic
 
 DIRNAME = ".dsv4patch"
 APPLYING, APPLIED, REVERTING = "applying", "applied", "reverting"
@@ -89,6 +89,11 @@ def prepare(tree: Path) -> Path:
     directory = workdir(tree)
     directory.mkdir(exist_ok=True)
     (directory / ".gitignore").write_text("*\n")
+    # Scratch files of atomic writes a killed run never renamed; the lock is
+    # held, so no live run is writing them.
+    pattern = f".*{ATOMIC_SUFFIX}"
+    for stale in [*directory.glob(pattern), *directory.glob(f"series/*/{pattern}")]:
+        stale.unlink(missing_ok=True)
     return directory
 
 

@@ -470,3 +470,21 @@ def test_a_series_copy_named_outside_the_work_directory_is_damage(
 
     _refused(result, "series copy outside")
     assert _full(trees) == before
+
+
+def test_scratch_journal_writes_left_by_a_killed_run_are_cleaned(
+        tmp_path: Path, old_series: Path, new_series: Path, lock_dir: Path,
+        reference: dict[str, tuple[str, dict]]) -> None:
+    trees = _old_applied(tmp_path, old_series, lock_dir)
+    # What a SIGKILL inside an atomic write leaves: the scratch file, before
+    # its rename, next to the journal and inside the stored series copy.
+    for tree in (trees.vllm, trees.ascend):
+        work = tree / ".dsv4patch"
+        (work / ".journal.json.k1ll3d.dsv4patch-tmp").write_bytes(b"")
+        (copy,) = (work / "series").iterdir()
+        (copy / ".series.toml.k1ll3d.dsv4patch-tmp").write_bytes(b'version = "')
+
+    upgraded = cli.run("apply", *trees.args, series=new_series, lock_dir=lock_dir)
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    _assert_upgraded(trees, reference)
