@@ -13,6 +13,7 @@ samples shipped in dsv4patch/golden/.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from dsv4patch import git, known, lock, native, overrides
 from dsv4patch import journal as journal_mod
 from dsv4patch.errors import PatchError
-from dsv4patch.files import sha256
+from dsv4patch.files import bytecode_of, sha256
 from dsv4patch.journal import APPLIED
 from dsv4patch.series import Series
 from dsv4patch.trees import Tree, resolve
@@ -153,9 +154,16 @@ def _leftovers(tree: Tree, files: list[str]) -> Check:
     problems = []
     for rel in files:
         try:
+            # A pipe would block the read; the hash check names it.
+            if not (tree.path / rel).is_file():
+                continue
             lines = (tree.path / rel).read_bytes().splitlines()
         except OSError:
             continue  # the hash check names a file that is gone or unreadable
+        problems += [f"{pyc.relative_to(tree.path)}: stale bytecode Python never "
+                     "checks against the source"
+                     for pyc in bytecode_of(tree.path, rel)
+                     if _unchecked_stale(pyc, tree.path / rel)]
         marked = [n for n, line in enumerate(lines, 1)
                   if line.startswith(CONFLICT_MARKS)]
         if marked:
@@ -167,6 +175,29 @@ def _leftovers(tree: Tree, files: list[str]) -> Check:
     detail = "; ".join(problems) or (f"no conflict markers in {_files(len(files))}, "
                                      "no .rej or .orig beside them")
     return Check(f"{tree.name} leftovers", FAIL if problems else PASS, detail, problems)
+
+
+def _unchecked_stale(pyc: Path, source: Path) -> bool:
+    """Whether `pyc` is unchecked-hash bytecode that does not match `source`.
+
+    Python trusts such a file without reading the source (PEP 552), so it would
+    serve the code from before the apply; apply removes them, but a later
+    `compileall --invalidation-mode unchecked-hash` writes them back. Another
+    interpreter's file cannot be checked here and counts as stale.
+    """
+    try:
+        header = pyc.read_bytes()[:16]
+    except OSError:
+        return False
+    flags = int.from_bytes(header[4:8], "little")
+    if len(header) < 16 or flags & 0b11 != 0b01:
+        return False  # timestamp or checked-hash: Python checks it itself
+    if f".{sys.implementation.cache_tag}." not in pyc.name:
+        return True
+    try:
+        return header[8:16] != importlib.util.source_hash(source.read_bytes())
+    except OSError:
+        return True
 
 
 def _files(count: int) -> str:

@@ -7,8 +7,10 @@ per damaged copy.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -137,6 +139,31 @@ def test_semantic_break_and_merge_debris(patched: cli.Trees,
     [marker] = rows["vllm-ascend leftovers"]["problems"]
     assert marker.startswith(f"{doc}:") and marker.endswith(": conflict marker")
     assert rows["vllm-ascend hashes"]["problems"] == [doc]
+
+
+def test_stale_bytecode_python_never_checks_is_named(patched: cli.Trees,
+                                                     tmp_path: Path) -> None:
+    # Bytecode of the original registry in unchecked-hash mode: Python loads it
+    # without looking at the patched source, so the server would run old code.
+    trees = copy_of(patched, tmp_path)
+    rel = "vllm/tokenizers/registry.py"
+    source = trees.vllm / rel
+    stale = Path(importlib.util.cache_from_source(str(source)))
+    original = tmp_path / "registry.py"
+    shutil.copy(cli.trees.pristine_tree("vllm") / rel, original)
+    py_compile.compile(str(original), cfile=str(stale), doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    # Bytecode that does match the patched source is fine in any mode.
+    fresh = Path(importlib.util.cache_from_source(str(trees.vllm / VALUES)))
+    py_compile.compile(str(trees.vllm / VALUES), cfile=str(fresh), doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+
+    code, report, _ = verify(trees)
+
+    assert code == 1
+    assert checks(report)["vllm leftovers"]["problems"] == [
+        f"{stale.relative_to(trees.vllm)}: stale bytecode Python never checks "
+        "against the source"]
 
 
 def test_fails_on_an_unpatched_tree(tmp_path: Path) -> None:
