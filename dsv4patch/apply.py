@@ -18,6 +18,7 @@ from dsv4patch.files import (
     install,
     prune_empty_dirs,
     remove_bytecode,
+    resolves_inside,
     sha256,
     writable_problem,
 )
@@ -322,10 +323,10 @@ def _replace_files(plan: Plan) -> None:
 def _refuse_escapes(tree: Tree, footprint: list[str]) -> None:
     real = tree.path.resolve()
     for rel in footprint:
-        target = (tree.path / rel).resolve()
-        if not target.is_relative_to(real) or (tree.path / rel).is_symlink():
+        if (tree.path / rel).is_symlink() or not resolves_inside(tree.path / rel, real):
             raise PatchError(
-                f"{rel} in {tree.label} resolves through a symlink to {target}",
+                f"{rel} in {tree.label} is a symlink or resolves through one "
+                "out of the tree",
                 hint="the series only writes regular files inside the tree",
             )
 

@@ -30,6 +30,15 @@ def sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def resolves_inside(path: Path, real_root: Path) -> bool:
+    """Whether `path` resolves to a place under `real_root`; a symlink loop on
+    the way (which Path.resolve raises as RuntimeError) does not."""
+    try:
+        return path.resolve().is_relative_to(real_root)
+    except (OSError, RuntimeError):
+        return False
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -115,9 +124,10 @@ def writable_problem(path: Path) -> str | None:
     """
     try:
         if path.is_dir():
-            fd, probe = tempfile.mkstemp(prefix=".dsv4patch-probe-", dir=path)
-            os.close(fd)
-            os.unlink(probe)
+            # An unnamed file (O_TMPFILE) where the kernel has them: a run killed
+            # here leaves no name in the tree.
+            with tempfile.TemporaryFile(prefix=".dsv4patch-probe-", dir=path):
+                pass
         elif path.exists():
             with open(path, "ab"):
                 pass

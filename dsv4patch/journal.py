@@ -24,7 +24,7 @@ from pathlib import Path
 from dsv4patch import __version__
 from dsv4patch import series as series_mod
 from dsv4patch.errors import PatchError
-from dsv4patch.files import ATOMIC_SUFFIX, fsync_dir, write_atomic
+from dsv4patch.files import ATOMIC_SUFFIX, fsync_dir, resolves_inside, write_atomic
 
 DIRNAME = ".dsv4patch"
 APPLYING, APPLIED, REVERTING = "applying", "applied", "reverting"
@@ -144,7 +144,7 @@ def stored_series(tree: Path, journal: Journal) -> series_mod.Series | None:
     name = journal.series_copy
     where = workdir(tree) / name if isinstance(name, str) else workdir(tree)
     if (not isinstance(name, str) or ".." in name.split("/")
-            or not where.resolve().is_relative_to(workdir(tree).resolve())):
+            or not resolves_inside(where, workdir(tree).resolve())):
         raise JournalDamaged(f"the journal {path(tree)} names its series copy "
                              f"outside {workdir(tree)}", hint=_DAMAGED_HINT)
     try:
@@ -207,8 +207,8 @@ def _check_record(tree: Path, record: FileRecord, footprint: set[str]) -> None:
     real = tree.resolve()
     safe = (isinstance(rel, str) and rel in footprint and not rel.startswith("/")
             and ".." not in rel.split("/")
-            and (tree / rel).resolve().is_relative_to(real)
-            and not (tree / rel).is_symlink())
+            and not (tree / rel).is_symlink()
+            and resolves_inside(tree / rel, real))
     if not safe:
         raise JournalDamaged(
             f"the journal {path(tree)} names {rel!r}, which is not a file this "

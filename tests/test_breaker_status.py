@@ -73,3 +73,24 @@ def test_a_root_that_is_missing_or_a_file_is_refused_even_with_explicit_trees(
     assert "does not exist" in _json(missing)["error"]
     assert not_dir.returncode == 1
     assert "is not a directory" in _json(not_dir)["error"]
+
+
+def test_a_symlink_loop_at_a_touched_file_is_refused_not_a_crash(
+        tmp_path: Path, lock_dir: Path) -> None:
+    pristine = fakeroot.build(tmp_path / "pristine", "v0.13.0rc3", link=True)
+    applied = fakeroot.build(tmp_path / "applied", "v0.13.0rc3")
+    done = cli.run("apply", "--root", str(applied), lock_dir=lock_dir)
+    assert done.returncode == 0, done.stderr
+    for root in (pristine, applied):
+        envs = root / VLLM / "vllm" / "envs.py"
+        envs.unlink()
+        envs.symlink_to("envs.py")
+        before = cli.digest(root / VLLM)
+
+        for command in ("status", "check", "apply", "revert"):
+            result = cli.run(command, "--root", str(root), lock_dir=lock_dir)
+            assert result.returncode in (0, 1), (command, result.stderr)
+            assert "Internal error" not in result.stderr, command
+
+        assert cli.digest(root / VLLM) == before
+
