@@ -72,9 +72,10 @@ ci-images: pristine image wheel
 WHEELHOUSE := $(CACHE)/wheelhouse
 RUNTIME_WHEELS := click==8.5.1 GitPython==3.2.1 gitdb==4.0.12 smmap==5.0.3
 .PHONY: wheel wheelhouse
-# setuptools packs whatever build/lib holds, so an earlier build goes first.
+# setuptools packs whatever build/lib holds, so an earlier build goes first
+# (only its part of build/: make ci-images keeps its logs there).
 wheel: | $(READY)
-	rm -rf build dsv4patch.egg-info
+	rm -rf build/lib build/bdist.* dsv4patch.egg-info
 	$(PIP) wheel --no-deps --no-build-isolation --wheel-dir dist .
 wheelhouse: $(WHEELHOUSE)/.ready
 $(WHEELHOUSE)/.ready: | $(READY)

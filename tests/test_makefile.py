@@ -83,6 +83,9 @@ def test_make_wheel_leaves_out_what_an_earlier_build_left(tmp_path: Path) -> Non
     stale = clone / "build" / "lib" / "dsv4patch" / "patches" / "0099-dropped.patch"
     stale.parent.mkdir(parents=True)
     stale.write_text("dropped from the series\n")
+    log = clone / "build" / "ci-images" / "v0.13.0rc3.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("make ci-images keeps its logs beside the build\n")
     if _installs(_plan(clone, trees.CACHE, "wheel")):
         pytest.fail(f"the venv in {trees.CACHE} is not set up: run `make venv`")
 
@@ -92,3 +95,4 @@ def test_make_wheel_leaves_out_what_an_earlier_build_left(tmp_path: Path) -> Non
     [wheel] = (clone / "dist").glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert not [n for n in archive.namelist() if "0099-dropped" in n]
+    assert log.exists()
