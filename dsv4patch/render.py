@@ -111,14 +111,37 @@ def _drift_lines(tree: TreeDrift) -> list[str]:
     shown = tree.differences[:DRIFT_SHOWN]
     for diff in shown:
         mark = "BLOCKING" if diff.blocking else "warning"
-        lines.append(f"  {diff.code:<8} {mark:<8} {diff.path}")
+        lines.append(f"  {diff.code:<8} {mark:<8} {quoted(diff.path)}")
     if len(tree.differences) > len(shown):
         lines.append(f"  ... {len(tree.differences) - len(shown)} more "
                      "(--json lists all)")
     if tree.series_changes:
         lines.append("  this series' own changes:")
-        lines += [f"  {d.code:<8} series   {d.path}" for d in tree.series_changes]
+        lines += [f"  {d.code:<8} series   {quoted(d.path)}"
+                  for d in tree.series_changes]
     return lines
+
+
+def quoted(path: str) -> str:
+    """A file name as one printable line: as is when it is plain, else quoted
+    in the manner of git (C escapes, undecodable bytes in octal)."""
+    if path.isprintable() and '"' not in path and "\\" not in path:
+        try:
+            path.encode()
+            return path
+        except UnicodeEncodeError:
+            pass
+    escapes = {"\n": "\\n", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+    out = []
+    for char in path:
+        if char in escapes:
+            out.append(escapes[char])
+        elif char.isprintable() and not 0xDC80 <= ord(char) <= 0xDCFF:
+            out.append(char)
+        else:
+            out += [f"\\{byte:03o}"
+                    for byte in char.encode("utf-8", "surrogateescape")]
+    return '"' + "".join(out) + '"'
 
 
 def drift_text(report: DriftReport) -> str:

@@ -94,3 +94,19 @@ def test_a_symlink_loop_at_a_touched_file_is_refused_not_a_crash(
 
         assert cli.digest(root / VLLM) == before
 
+
+
+def test_odd_file_names_print_one_unambiguous_line_each(tmp_path: Path,
+                                                        lock_dir: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3", link=True)
+    vllm = root / VLLM
+    (vllm / "with space.py").write_text("")
+    (vllm / "new\nline.py").write_text("")
+    with open(os.path.join(os.fsencode(vllm), b"bad\xff.py"), "wb"):
+        pass
+
+    text = cli.run("drift", "--root", str(root), lock_dir=lock_dir).stdout
+
+    added = [line for line in text.splitlines() if line.startswith("  added")]
+    assert [line.split("warning  ", 1)[1] for line in added] == [
+        '"bad\\377.py"', '"new\\nline.py"', "with space.py"]
