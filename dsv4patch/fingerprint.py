@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 import sysconfig
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ _DEVICE_TYPE = re.compile(r"""^__device_type__\s*=\s*['"]_?(\w+)['"]""", re.M)
 _RUNNING_VERSION = re.compile(r"\[(\d[\w.]*)")
 # Symlinks followed inside a root before giving up (a loop ends here).
 MAX_LINKS = 40
+# These files are a few lines long; no more is read of any of them.
+MAX_READ = 1 << 20
 
 
 @dataclass
@@ -106,20 +109,21 @@ def _os_release(root: Path, found: Fingerprint) -> None:
 
 def _cann(root: Path, found: Fingerprint) -> None:
     toolkit = inside(root, TOOLKIT)
-    for info in sorted(toolkit.glob("*-linux/ascend_toolkit_install.info")):
+    for found_info in sorted(toolkit.glob("*-linux/ascend_toolkit_install.info")):
+        info = inside(root, found_info.relative_to(root).as_posix())
         version = _key_values(info).get("version")
         if version:
             found.cann = version
             found.sources["cann"] = str(info)
             return
-    values = _key_values(toolkit / "version.cfg")
+    values = _key_values(inside(root, f"{TOOLKIT}/version.cfg"))
     version = values.get("version")
     if not version:
         match = _RUNNING_VERSION.search(values.get("toolkit_running_version", ""))
         version = match[1] if match else None
     if version:
         found.cann = version
-        found.sources["cann"] = str(toolkit / "version.cfg")
+        found.sources["cann"] = str(inside(root, f"{TOOLKIT}/version.cfg"))
 
 
 def _soc(root: Path, ascend_tree: Path | None, found: Fingerprint) -> None:
@@ -178,11 +182,26 @@ def _python_and_packages(root: Path, found: Fingerprint) -> None:
             return
 
 
+def _read_text(path: Path) -> str | None:
+    """The start of a regular file, None for anything else.
+
+    The caller resolved links with inside(); a link still left (a loop) would be
+    followed on the host, and a pipe or a device could be read forever.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(MAX_READ).decode(errors="replace")
+
+
 def _key_values(path: Path) -> dict[str, str]:
     """KEY=value lines, quotes stripped (os-release and the CANN info files)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
+    text = _read_text(path)
+    if text is None:
         return {}
     values = {}
     for line in text.splitlines():
@@ -195,14 +214,10 @@ def _key_values(path: Path) -> dict[str, str]:
 def _headers(path: Path) -> dict[str, str]:
     """The Name and Version headers of a METADATA or PKG-INFO file."""
     values: dict[str, str] = {}
-    try:
-        with open(path, errors="replace") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the body starts; headers are done
-                key, sep, value = line.partition(":")
-                if sep and key.lower() in ("name", "version"):
-                    values.setdefault(key.lower(), value.strip())
-    except OSError:
-        pass
+    for line in (_read_text(path) or "").splitlines():
+        if not line.strip():
+            break  # the body starts; headers are done
+        key, sep, value = line.partition(":")
+        if sep and key.lower() in ("name", "version"):
+            values.setdefault(key.lower(), value.strip())
     return values

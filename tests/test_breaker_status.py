@@ -110,3 +110,30 @@ def test_odd_file_names_print_one_unambiguous_line_each(tmp_path: Path,
     added = [line for line in text.splitlines() if line.startswith("  added")]
     assert [line.split("warning  ", 1)[1] for line in added] == [
         '"bad\\377.py"', '"new\\nline.py"', "with space.py"]
+
+
+def test_the_fingerprint_reads_no_host_file_and_no_endless_one(
+        tmp_path: Path, lock_dir: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3", link=True)
+    # A link to itself by absolute path: never the host's /etc/os-release.
+    (root / "etc" / "os-release").unlink()
+    (root / "etc" / "os-release").symlink_to("/etc/os-release")
+    # A version file that never ends, and a pipe nobody writes.
+    toolkit = root / fakeroot.TOOLKIT
+    for info in toolkit.glob("*-linux/ascend_toolkit_install.info"):
+        info.unlink()
+    (toolkit / "version.cfg").symlink_to("../../../../../dev/zero")
+    (root / "dev").mkdir()
+    (root / "dev" / "zero").symlink_to("/dev/zero")
+    site = root / fakeroot.PYTHON_DIR
+    (metadata,) = site.glob("torch-*.dist-info/METADATA")
+    metadata.unlink()
+    os.mkfifo(metadata)
+
+    report = _json(cli.run("status", "--json", "--root", str(root),
+                           lock_dir=lock_dir))
+
+    environment = report["environment"]
+    assert environment["os_id"] is None and environment["cann"] is None
+    assert "torch" not in environment["packages"]
+    assert environment["packages"]["vllm"] == "0.13.0+empty"
