@@ -135,9 +135,8 @@ def _soc(root: Path, ascend_tree: Path | None, found: Fingerprint) -> None:
     trees = [ascend_tree] if ascend_tree else []
     trees.append(root / "vllm-workspace" / "vllm-ascend")
     for tree in trees:
-        try:
-            text = (tree / BUILD_INFO).read_text()
-        except OSError:
+        text = _read_text(tree / BUILD_INFO)
+        if text is None:
             continue
         match = _DEVICE_TYPE.search(text)
         if match:

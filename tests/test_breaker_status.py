@@ -137,3 +137,16 @@ def test_the_fingerprint_reads_no_host_file_and_no_endless_one(
     assert environment["os_id"] is None and environment["cann"] is None
     assert "torch" not in environment["packages"]
     assert environment["packages"]["vllm"] == "0.13.0+empty"
+
+
+def test_an_undecodable_build_info_is_no_soc_evidence_not_a_crash(
+        tmp_path: Path, lock_dir: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3-a3", link=True)
+    info = root / "vllm-workspace/vllm-ascend/vllm_ascend/_build_info.py"
+    info.unlink()
+    info.write_bytes(b"# \xff\xfe\n__device_type__ = 'A3'\n")
+
+    result = cli.run("status", "--json", "--root", str(root), lock_dir=lock_dir)
+
+    assert result.returncode == 0, result.stderr
+    assert _json(result)["environment"]["soc"] == "A3"
