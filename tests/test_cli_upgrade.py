@@ -8,9 +8,7 @@ restore files, remove one, and add patches, in both trees.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -69,25 +67,17 @@ def fixture_new_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _versioned(tmp_path_factory.mktemp("new"), NEW, entries, sources)
 
 
+JOURNAL = ".dsv4patch/journal.json"
+
+
 def _journal(tree: Path) -> dict:
-    return json.loads((tree / ".dsv4patch" / "journal.json").read_text())
+    return json.loads((tree / JOURNAL).read_text())
 
 
 def _digest(tree: Path, skip_journal: bool = True) -> str:
-    """sha256 over every path, mode and content; journal.json's timestamps
-    differ between runs, so it is compared field by field instead."""
-    total = hashlib.sha256()
-    for root, dirs, files in os.walk(tree):
-        dirs[:] = sorted(d for d in dirs if d != ".git")
-        for name in sorted(files) + [d + "/" for d in dirs]:
-            path = Path(root, name.rstrip("/"))
-            rel = path.relative_to(tree).as_posix()
-            if skip_journal and rel == ".dsv4patch/journal.json":
-                continue
-            total.update(f"{rel}\0{path.lstat().st_mode:o}\0".encode())
-            if path.is_file() and not path.is_symlink():
-                total.update(path.read_bytes())
-    return total.hexdigest()
+    """journal.json's timestamps differ between runs, so it is compared field by
+    field instead."""
+    return cli.digest(tree, (JOURNAL,) if skip_journal else ())
 
 
 def _comparable(journal: dict) -> dict:

@@ -49,14 +49,17 @@ def make_tree(name: str, shape: str, root: Path) -> Path:
     return tree
 
 
-def digest(tree: Path) -> str:
-    """sha256 over every path, mode and content under `tree`, `.git` excluded."""
+def digest(tree: Path, skip: tuple[str, ...] = ()) -> str:
+    """sha256 over every path, mode and content under `tree`, `.git` and the
+    relative paths in `skip` excluded."""
     total = hashlib.sha256()
     for root, dirs, files in os.walk(tree):
         dirs[:] = sorted(d for d in dirs if d != ".git")
         for name in sorted(files) + [d + "/" for d in dirs]:
             path = Path(root, name.rstrip("/"))
             rel = path.relative_to(tree).as_posix()
+            if rel in skip:
+                continue
             total.update(f"{rel}\0{path.lstat().st_mode:o}\0".encode())
             if path.is_file() and not path.is_symlink():
                 total.update(path.read_bytes())
