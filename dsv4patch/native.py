@@ -87,6 +87,9 @@ def _foreign_modules(series: Series, tree: Tree) -> list[str]:
     for rel in VLLM_MODULES:
         path = tree.path / rel
         try:
+            # A pipe would block the read; drift and the hashes name it.
+            if not path.is_file():
+                continue
             data = path.read_bytes()
         except OSError:
             continue

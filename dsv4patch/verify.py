@@ -86,11 +86,17 @@ def run(series: Series, given: dict[str, Path | None],
     trees = [resolve(name, given[name]) for name in given if series.for_tree(name)]
     with lock.locked([t.path for t in trees], shared=True):
         patched = [p for p in (_file_checks(series, t, report) for t in trees) if p]
-        if len(patched) == len(trees):
-            _code_checks(patched, report)
-        else:
+        # Python would wait forever reading a pipe or fail on a directory there.
+        odd = [rel for p in patched for rel in p.files
+               if (p.tree.path / rel).exists() and not (p.tree.path / rel).is_file()]
+        if len(patched) != len(trees):
             report.checks.append(Check("code", SKIP, "the series is not applied to "
                                        "every tree; nothing to load"))
+        elif odd:
+            report.checks.append(Check("code", SKIP, "not regular files, so nothing "
+                                       f"is loaded: {', '.join(odd)}"))
+        else:
+            _code_checks(patched, report)
     report.state = "failed" if report.failed else "verified"
     return report
 

@@ -150,3 +150,24 @@ def test_an_undecodable_build_info_is_no_soc_evidence_not_a_crash(
 
     assert result.returncode == 0, result.stderr
     assert _json(result)["environment"]["soc"] == "A3"
+
+
+def test_a_pipe_at_a_file_the_series_created_is_named_not_waited_on(
+        tmp_path: Path, lock_dir: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3")
+    done = cli.run("apply", "--root", str(root), lock_dir=lock_dir)
+    assert done.returncode == 0, done.stderr
+    rel = "vllm/tokenizers/deepseek_v4.py"
+    (root / VLLM / rel).unlink()
+    os.mkfifo(root / VLLM / rel)
+
+    status = cli.run("status", "--json", "--root", str(root), lock_dir=lock_dir)
+    verify = cli.run("verify", "--json", "--root", str(root), lock_dir=lock_dir)
+
+    assert status.returncode == 0, status.stderr
+    (vllm,) = [t for t in _json(status)["trees"] if t["name"] == "vllm"]
+    assert vllm["state"] == "edited after apply"
+    assert verify.returncode == 1
+    rows = {c["name"]: c for c in _json(verify)["checks"]}
+    assert rows["vllm hashes"]["problems"] == [rel]
+    assert rows["code"]["state"] == "skip" and rel in rows["code"]["detail"]
