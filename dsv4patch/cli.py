@@ -7,7 +7,6 @@ error (traceback in a log file), 130 interrupted.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -132,7 +131,7 @@ def _given(vllm: Path | None, vllm_ascend: Path | None) -> dict[str, Path | None
 def emit(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     _output["emitted"] = True
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(result), indent=2))
+        click.echo(render.report_json(result))
     else:
         click.echo(text(result))
 

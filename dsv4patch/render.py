@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -120,6 +121,26 @@ def _drift_lines(tree: TreeDrift) -> list[str]:
         lines += [f"  {d.code:<8} series   {quoted(d.path)}"
                   for d in tree.series_changes]
     return lines
+
+
+def report_json(report: Any) -> str:
+    """A report as JSON that strict parsers read: a string holding bytes that
+    are not UTF-8 (an undecodable file name) is given in its quoted form."""
+    return json.dumps(_strict(dataclasses.asdict(report)), indent=2)
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return quoted(value)
+        return value
+    if isinstance(value, dict):
+        return {_strict(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value
 
 
 def quoted(path: str) -> str:

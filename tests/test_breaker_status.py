@@ -171,3 +171,18 @@ def test_a_pipe_at_a_file_the_series_created_is_named_not_waited_on(
     rows = {c["name"]: c for c in _json(verify)["checks"]}
     assert rows["vllm hashes"]["problems"] == [rel]
     assert rows["code"]["state"] == "skip" and rel in rows["code"]["detail"]
+
+
+def test_json_names_an_undecodable_file_in_strict_utf8(tmp_path: Path,
+                                                       lock_dir: Path) -> None:
+    root = fakeroot.build(tmp_path / "root", "v0.13.0rc3", link=True)
+    with open(os.path.join(os.fsencode(root / VLLM), b"bad\xff.py"), "wb"):
+        pass
+
+    result = cli.run("drift", "--json", "--root", str(root), lock_dir=lock_dir)
+
+    # A lone surrogate escape is valid to Python's json but not to strict parsers.
+    assert "\\udc" not in result.stdout
+    result.stdout.encode("utf-8")
+    paths = [d["path"] for t in _json(result)["trees"] for d in t["differences"]]
+    assert '"bad\\377.py"' in paths
