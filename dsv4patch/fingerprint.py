@@ -107,6 +107,13 @@ def _os_release(root: Path, found: Fingerprint) -> None:
             return
 
 
+def os_id(root: Path) -> str | None:
+    """The os-release ID under `root`, lower-cased, read as `read` reads it."""
+    found = Fingerprint(str(root))
+    _os_release(root, found)
+    return found.os_id
+
+
 def _cann(root: Path, found: Fingerprint) -> None:
     toolkit = inside(root, TOOLKIT)
     for found_info in sorted(toolkit.glob("*-linux/ascend_toolkit_install.info")):

@@ -11,20 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dsv4patch import profiles
-
-
-def os_hint(release: Path = Path("/etc/os-release")) -> str | None:
-    """The os-release ID, lower-cased; None when unreadable."""
-    try:
-        text = release.read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == "ID":
-            return value.strip().strip("'\"").lower() or None
-    return None
+from dsv4patch import fingerprint, profiles
 
 
 def soc_hint() -> str | None:
@@ -37,7 +24,7 @@ def consistent(tree: str) -> list[str]:
     """The profiles whose OS and SoC do not contradict this machine's."""
     del tree  # every variant carries the same files for both trees
     recorded = profiles.load_all()
-    system, soc = os_hint(), soc_hint()
+    system, soc = fingerprint.os_id(Path("/")), soc_hint()
     if system not in {p.environment.get("os_id") for p in recorded}:
         # Not inside any of the images: the tracked files fit all of them.
         system = None
